@@ -1,0 +1,201 @@
+"""Encode a de-identified dataset into a DICOM file, fast.
+
+pydicom's writer spends about ten microseconds on every element, even on raw ones it only
+copies. The engine leaves every element it did not change raw (undecoded), so this writer
+copies those byte for byte behind a header packed here, encodes sequences itself (with
+defined lengths), and hands only the changed values to pydicom. A test checks that pydicom
+reads back exactly what it would have written.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from pydicom.charset import default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import (
+    correct_ambiguous_vr_element,
+    dcmwrite,
+    write_data_element,
+    write_file_meta_info,
+)
+from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
+from pydicom.uid import DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import PersonName
+
+PIXEL_DATA = 0x7FE00010
+_LONG_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
+_UNDEFINED = 0xFFFFFFFF
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DT", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+)
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR"})
+# Specific Character Sets whose text is one plain codec (no ISO 2022 code extensions).
+_SIMPLE_CHARSETS = {
+    "": "ascii",
+    "ISO_IR 6": "ascii",
+    "ISO_IR 100": "latin-1",
+    "ISO_IR 192": "utf-8",
+}
+_ITEM = 0xFFFEE000
+
+
+class Writer:
+    """Writes datasets in one transfer syntax's encoding."""
+
+    def __init__(self, *, implicit: bool, little: bool) -> None:
+        self.implicit, self.little = implicit, little
+        order = "<" if little else ">"
+        self._short = struct.Struct(f"{order}HH2sH")
+        self._long = struct.Struct(f"{order}HH2sxxI")
+        self._implicit = struct.Struct(f"{order}HHI")
+
+    def buffer(self) -> DicomBytesIO:
+        fp = DicomBytesIO()
+        fp.is_implicit_VR, fp.is_little_endian = self.implicit, self.little
+        return fp
+
+    def dataset(self, fp: DicomBytesIO, ds: Dataset, encodings: Any) -> None:
+        encodings = ds.get("SpecificCharacterSet", encodings)
+        for tag in sorted(ds.keys()):
+            if tag.element == 0 and tag.group > 6:
+                continue  # retired group lengths are not written (PS3.5 7.2)
+            element: DataElement | RawDataElement | None = ds.get_item(tag)
+            if element is None or self._copy_raw(fp, element):
+                continue
+            if isinstance(element, DataElement) and element.VR == "SQ":
+                self._sequence(fp, element, encodings)
+                continue
+            if isinstance(element, DataElement) and self._text(fp, element, encodings):
+                continue
+            if element.VR and " or " in element.VR:
+                element = correct_ambiguous_vr_element(element, ds, self.little)
+            write_data_element(fp, element, encodings)
+
+    def sequence_value(self, items: list[Dataset], encodings: Any) -> bytes:
+        parts = []
+        for item in items:
+            body = self.buffer()
+            self.dataset(body, item, encodings)
+            content = body.getvalue()
+            parts.append(self._implicit.pack(_ITEM >> 16, _ITEM & 0xFFFF, len(content)))
+            parts.append(content)
+        return b"".join(parts)
+
+    def _sequence(self, fp: DicomBytesIO, element: DataElement, encodings: Any) -> None:
+        value = self.sequence_value(list(element.value or []), encodings)
+        self._header(fp, element.tag, "SQ", len(value))
+        fp.write(value)
+
+    def _header(self, fp: DicomBytesIO, tag: int, vr: str, length: int) -> None:
+        group, number = tag >> 16, tag & 0xFFFF
+        if self.implicit:
+            fp.write(self._implicit.pack(group, number, length))
+        elif vr in _LONG_VRS:
+            fp.write(self._long.pack(group, number, vr.encode("ascii"), length))
+        else:
+            fp.write(self._short.pack(group, number, vr.encode("ascii"), length))
+
+    def _text(self, fp: DicomBytesIO, element: DataElement, encodings: Any) -> bool:
+        """Encode a changed text value directly, for the character sets that need no escape
+        sequences; anything else (ISO 2022, numbers, binary) goes to pydicom."""
+        vr = element.VR
+        codec = _SIMPLE_CHARSETS.get(_charset_key(encodings))
+        if vr not in _TEXT_VRS or codec is None:
+            return False
+        value = element.value
+        if value is None or value == "":
+            text = ""
+        elif isinstance(value, str | PersonName):
+            text = str(value)
+        elif isinstance(value, MultiValue | list | tuple):
+            text = "\\".join(str(v) for v in value)
+        else:
+            return False
+        try:
+            data = text.encode("ascii" if vr in _ASCII_VRS else codec)
+        except UnicodeEncodeError:
+            return False
+        if len(data) % 2:
+            data += b"\x00" if vr == "UI" else b" "
+        if not self.implicit and vr not in _LONG_VRS and len(data) > 0xFFFF:
+            return False
+        self._header(fp, element.tag, vr, len(data))
+        fp.write(data)
+        return True
+
+    def _copy_raw(self, fp: DicomBytesIO, element: DataElement | RawDataElement) -> bool:
+        if not isinstance(element, RawDataElement):
+            return False
+        value = element.value
+        vr = element.VR or ""
+        if (
+            value is None
+            or element.length == _UNDEFINED
+            or element.is_implicit_VR != self.implicit
+            or element.is_little_endian != self.little
+            or (not self.implicit and not vr)
+            or (not self.implicit and vr not in _LONG_VRS and len(value) > 0xFFFF)
+        ):
+            return False
+        self._header(fp, element.tag, vr, len(value))
+        fp.write(value)
+        return True
+
+
+def encode(ds: Dataset) -> tuple[bytes, tuple[int, int]]:
+    """The file's bytes, and the byte range of native pixel samples (empty if none)."""
+    syntax = ds.file_meta.TransferSyntaxUID
+    if syntax == DeflatedExplicitVRLittleEndian:
+        buffer = DicomBytesIO()
+        dcmwrite(buffer, ds, enforce_file_format=True)
+        data = buffer.getvalue()
+        return data, (len(data), len(data))
+    writer = Writer(implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
+    fp = DicomBytesIO()
+    fp.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+    fp.is_implicit_VR, fp.is_little_endian = writer.implicit, writer.little
+    writer.dataset(fp, ds, default_encoding)
+    data = fp.getvalue()
+    pixel = ds.get_item(PIXEL_DATA)
+    if pixel is None or syntax.is_encapsulated or not pixel.value:
+        return data, (len(data), len(data))
+    end = len(data) - _trailing_length(writer, ds)
+    return data, (end - len(pixel.value), end)
+
+
+def _trailing_length(writer: Writer, ds: Dataset) -> int:
+    """Bytes written after Pixel Data (rare: padding or private groups beyond 7FE0)."""
+    trailing = [tag for tag in ds.keys() if tag > PIXEL_DATA]  # noqa: SIM118 - keys stay raw
+    if not trailing:
+        return 0
+    tail = Dataset()
+    for tag in trailing:
+        element = ds.get_item(tag)
+        if element is not None:
+            tail[tag] = element
+    fp = writer.buffer()
+    writer.dataset(fp, tail, ds.get("SpecificCharacterSet", default_encoding))
+    return len(fp.getvalue())
+
+
+def _charset_key(encodings: Any) -> str:
+    if encodings is None or encodings == default_encoding:
+        return ""
+    if isinstance(encodings, str):
+        return encodings.strip()
+    values = [str(e).strip() for e in encodings if str(e).strip()]
+    return values[0] if len(values) == 1 else "multiple"
+
+
+def raw_sequence(tag: int, items: list[Dataset], *, implicit: bool, little: bool) -> RawDataElement:
+    """A sequence encoded once, to be copied into every file of that encoding."""
+    value = Writer(implicit=implicit, little=little).sequence_value(items, default_encoding)
+    return RawDataElement(BaseTag(tag), "SQ", len(value), value, 0, implicit, little, True, False)

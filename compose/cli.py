@@ -1,0 +1,25 @@
+"""`havenet`: the one command line of hub, node, de-identification and demo."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from common.deid import cli as deid_cli
+from compose import demo
+
+app = typer.Typer(
+    help="havenet: federated, privacy-first sharing of hospital images and records.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.command("deid")(deid_cli.deid)
+app.command("secret")(deid_cli.new_secret)
+app.command("profile")(deid_cli.check_profile)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
