@@ -61,48 +61,52 @@ class Writer:
         fp.is_implicit_VR, fp.is_little_endian = self.implicit, self.little
         return fp
 
-    def dataset(self, fp: DicomBytesIO, ds: Dataset, encodings: Any) -> None:
+    def dataset(self, out: list[bytes], ds: Dataset, encodings: Any) -> None:
+        """Append the encoded elements of ``ds`` to ``out`` (joined once, at the end)."""
         encodings = ds.get("SpecificCharacterSet", encodings)
-        for tag in sorted(ds.keys()):
-            if tag.element == 0 and tag.group > 6:
+        # Plain ints: BaseTag compares in Python, which costs more than the copying itself.
+        for tag in sorted(ds.keys(), key=int):
+            number = int(tag)
+            if number & 0xFFFF == 0 and number >> 16 > 6:
                 continue  # retired group lengths are not written (PS3.5 7.2)
             element: DataElement | RawDataElement | None = ds.get_item(tag)
-            if element is None or self._copy_raw(fp, element):
+            if element is None or self._copy_raw(out, element):
                 continue
             if isinstance(element, DataElement) and element.VR == "SQ":
-                self._sequence(fp, element, encodings)
+                self._sequence(out, element, encodings)
                 continue
-            if isinstance(element, DataElement) and self._text(fp, element, encodings):
+            if isinstance(element, DataElement) and self._text(out, element, encodings):
                 continue
             if element.VR and " or " in element.VR:
                 element = correct_ambiguous_vr_element(element, ds, self.little)
+            fp = self.buffer()
             write_data_element(fp, element, encodings)
+            out.append(fp.getvalue())
 
     def sequence_value(self, items: list[Dataset], encodings: Any) -> bytes:
         parts = []
         for item in items:
-            body = self.buffer()
+            body: list[bytes] = []
             self.dataset(body, item, encodings)
-            content = body.getvalue()
+            content = b"".join(body)
             parts.append(self._implicit.pack(_ITEM >> 16, _ITEM & 0xFFFF, len(content)))
             parts.append(content)
         return b"".join(parts)
 
-    def _sequence(self, fp: DicomBytesIO, element: DataElement, encodings: Any) -> None:
+    def _sequence(self, out: list[bytes], element: DataElement, encodings: Any) -> None:
         value = self.sequence_value(list(element.value or []), encodings)
-        self._header(fp, element.tag, "SQ", len(value))
-        fp.write(value)
+        out.append(self._header(element.tag, "SQ", len(value)))
+        out.append(value)
 
-    def _header(self, fp: DicomBytesIO, tag: int, vr: str, length: int) -> None:
+    def _header(self, tag: int, vr: str, length: int) -> bytes:
         group, number = tag >> 16, tag & 0xFFFF
         if self.implicit:
-            fp.write(self._implicit.pack(group, number, length))
-        elif vr in _LONG_VRS:
-            fp.write(self._long.pack(group, number, vr.encode("ascii"), length))
-        else:
-            fp.write(self._short.pack(group, number, vr.encode("ascii"), length))
+            return self._implicit.pack(group, number, length)
+        if vr in _LONG_VRS:
+            return self._long.pack(group, number, vr.encode("ascii"), length)
+        return self._short.pack(group, number, vr.encode("ascii"), length)
 
-    def _text(self, fp: DicomBytesIO, element: DataElement, encodings: Any) -> bool:
+    def _text(self, out: list[bytes], element: DataElement, encodings: Any) -> bool:
         """Encode a changed text value directly, for the character sets that need no escape
         sequences; anything else (ISO 2022, numbers, binary) goes to pydicom."""
         vr = element.VR
@@ -126,11 +130,11 @@ class Writer:
             data += b"\x00" if vr == "UI" else b" "
         if not self.implicit and vr not in _LONG_VRS and len(data) > 0xFFFF:
             return False
-        self._header(fp, element.tag, vr, len(data))
-        fp.write(data)
+        out.append(self._header(element.tag, vr, len(data)))
+        out.append(data)
         return True
 
-    def _copy_raw(self, fp: DicomBytesIO, element: DataElement | RawDataElement) -> bool:
+    def _copy_raw(self, out: list[bytes], element: DataElement | RawDataElement) -> bool:
         if not isinstance(element, RawDataElement):
             return False
         value = element.value
@@ -144,8 +148,8 @@ class Writer:
             or (not self.implicit and vr not in _LONG_VRS and len(value) > 0xFFFF)
         ):
             return False
-        self._header(fp, element.tag, vr, len(value))
-        fp.write(value)
+        out.append(self._header(element.tag, vr, len(value)))
+        out.append(value)
         return True
 
 
@@ -158,12 +162,12 @@ def encode(ds: Dataset) -> tuple[bytes, tuple[int, int]]:
         data = buffer.getvalue()
         return data, (len(data), len(data))
     writer = Writer(implicit=syntax.is_implicit_VR, little=syntax.is_little_endian)
-    fp = DicomBytesIO()
-    fp.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
-    fp.is_implicit_VR, fp.is_little_endian = writer.implicit, writer.little
-    writer.dataset(fp, ds, default_encoding)
-    data = fp.getvalue()
+    meta = DicomBytesIO()
+    meta.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(meta, ds.file_meta, enforce_standard=True)
+    parts = [meta.getvalue()]
+    writer.dataset(parts, ds, default_encoding)
+    data = b"".join(parts)
     pixel = ds.get_item(PIXEL_DATA)
     if pixel is None or syntax.is_encapsulated or not pixel.value:
         return data, (len(data), len(data))
@@ -173,7 +177,7 @@ def encode(ds: Dataset) -> tuple[bytes, tuple[int, int]]:
 
 def _trailing_length(writer: Writer, ds: Dataset) -> int:
     """Bytes written after Pixel Data (rare: padding or private groups beyond 7FE0)."""
-    trailing = [tag for tag in ds.keys() if tag > PIXEL_DATA]  # noqa: SIM118 - keys stay raw
+    trailing = [tag for tag in ds.keys() if int(tag) > PIXEL_DATA]  # noqa: SIM118 - keys stay raw
     if not trailing:
         return 0
     tail = Dataset()
@@ -181,9 +185,9 @@ def _trailing_length(writer: Writer, ds: Dataset) -> int:
         element = ds.get_item(tag)
         if element is not None:
             tail[tag] = element
-    fp = writer.buffer()
-    writer.dataset(fp, tail, ds.get("SpecificCharacterSet", default_encoding))
-    return len(fp.getvalue())
+    out: list[bytes] = []
+    writer.dataset(out, tail, ds.get("SpecificCharacterSet", default_encoding))
+    return sum(len(part) for part in out)
 
 
 def _charset_key(encodings: Any) -> str:

@@ -21,6 +21,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from pydicom._dicom_dict import DicomDictionary
@@ -63,6 +64,10 @@ _DUMMY = {
 }
 _DUMMY_TEXT = "ANONYMIZED"
 _OVERLAY, _CURVE = 0x6000, 0x5000
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DS", "DT", "IS", "TM", "UI", "UR"})
+_SINGLE_VALUED_VRS = frozenset({"LT", "ST", "UT", "UR"})
+# Specific Character Sets that are one plain codec (no ISO 2022 code extensions).
+_SIMPLE_CHARSETS = {"ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +125,11 @@ class _Instance:
     offset_days: int | None
     needles: Needles
     report: InstanceReport
+    codec: str | None = "ascii"  # None: text is decoded by pydicom (ISO 2022 and others)
+    encoding: tuple[bool, bool] = (False, True)  # (implicit VR, little endian) of the file
 
 
+@lru_cache(maxsize=8192)
 def _tag_name(tag: int) -> str:
     keyword = keyword_for_tag(tag) if not BaseTag(tag).is_private else ""
     return keyword or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
@@ -230,6 +238,8 @@ class Engine:
             offset_days=self.mapper.date_offset_days(patient_id) if self._shifts_dates else None,
             needles=Needles(),
             report=report,
+            codec=_codec(ds),
+            encoding=_encoding(ds),
         )
         collect_identifiers(ds, instance.needles, self._keeps_identifier)
         instance.needles.written.append(subject_key)
@@ -289,7 +299,7 @@ class Engine:
         """
         private: list[BaseTag] = []
         for tag in list(ds.keys()):
-            if tag.is_private:
+            if (tag >> 16) & 1:  # an odd group: private
                 private.append(tag)
                 continue
             raw = ds.get_item(tag)
@@ -310,8 +320,12 @@ class Engine:
     ) -> None:
         sequence = ds[tag].value
         name = f"{prefix}{_tag_name(tag)}"
+        outer = instance.codec
         for index, item in enumerate(sequence or []):
+            if 0x00080005 in item:  # an item may declare its own character set
+                instance.codec = _codec(item)
             self._walk(item, instance, f"{name}[{index}].", clean_text)
+            instance.codec = outer
 
     def _apply(
         self,
@@ -334,16 +348,43 @@ class Engine:
             del ds[tag]
             instance.report.record(path, "removed")
             return
-        element = ds[tag]
+        element = ds.get_item(tag)
         if action is Action.EMPTY:
-            element.value = b"" if vr in _BINARY_VRS else None if vr not in _STRING_VRS else ""
+            ds[tag] = _raw(tag, vr, b"", element, instance)
             instance.report.record(path, "emptied")
             return
-        new = self._new_value(element, vr, rule, instance)
-        if new is _UNCHANGED or new == element.value:
+        if vr not in _STRING_VRS:
+            if action is Action.DUMMY:  # numbers and bytes: a zero of the right kind
+                ds[tag].value = b"\x00\x00" if vr in _BINARY_VRS else 0
+                instance.report.record(path, "dummy")
+            return  # no other action means anything for numbers and bytes
+        values = _decoded(element, vr, instance.codec)
+        if values is None:  # deferred, or a character set with code extensions
+            values = _values(ds[tag].value)
+        new = self._new_values(values, tag, vr, rule, instance)
+        if new is None or new == values:
             return
-        element.value = new
+        instance.needles.written.extend(new)
+        self._store(ds, tag, vr, new, instance)
         instance.report.record(path, _ACTION_WORD[action])
+
+    def _store(
+        self, ds: Dataset, tag: BaseTag, vr: str, values: list[str], instance: _Instance
+    ) -> None:
+        """Write ``values`` back raw where the character set allows; through pydicom else."""
+        codec = "ascii" if vr in _ASCII_VRS else instance.codec
+        if codec is not None:
+            text = "\\".join(values)
+            try:
+                data = text.encode(codec)
+            except UnicodeEncodeError:
+                pass
+            else:
+                if len(data) % 2:
+                    data += b"\x00" if vr == "UI" else b" "
+                ds[tag] = _raw(tag, vr, data, ds.get_item(tag), instance)
+                return
+        ds[tag].value = values[0] if len(values) == 1 else values
 
     def _apply_sequence(
         self,
@@ -372,81 +413,63 @@ class Engine:
         else:  # keep, clean, uid: the items are de-identified one by one
             self._recurse(ds, tag, instance, prefix, clean_text or action is Action.CLEAN)
 
-    def _new_value(self, element: DataElement, vr: str, rule: Rule, instance: _Instance) -> Any:
+    def _new_values(
+        self, values: list[str], tag: int, vr: str, rule: Rule, instance: _Instance
+    ) -> list[str] | None:
+        """The replacement values, or None to leave the element as it is."""
         action = rule.action
-        value = element.value
         if action is Action.DUMMY:
-            if vr == "UI":
-                return self._map_uids(value, instance)
-            return self._written(instance, _dummy(vr))
+            return self._map_uids(values, instance) if vr == "UI" else [_dummy(vr)]
         if action is Action.UID:
-            return _UNCHANGED if vr != "UI" else self._map_uids(value, instance)
+            return self._map_uids(values, instance) if vr == "UI" else None
         if action is Action.SHIFT:
-            return self._shift(value, vr, instance)
+            return self._shift(values, vr, instance)
         if action is Action.CLEAN:
-            return self._clean(value, vr, instance)
+            return self._clean(values, vr, instance)
         if action is Action.SUBJECT_KEY:
-            return self._written(instance, instance.subject_key)
+            return [instance.subject_key]
         if action is Action.HASH:
             if vr == "UI":
-                return self._map_uids(value, instance)
+                return self._map_uids(values, instance)
             length = min(_MAX_LENGTH.get(vr, 16), 16)
-            return self._written(
-                instance, *[self.mapper.hash_value(v, length) for v in _values(value)]
-            )
+            return [self.mapper.hash_value(v, length) for v in values]
         assert rule.override is not None
         if action is Action.REPLACE:
-            return self._written(instance, rule.override.value or "")
-        # Action.LOOKUP
-        table = rule.override.table or {}
-        mapped = []
-        for original in _values(value):
-            if original not in table:
-                name = _tag_name(element.tag)
-                raise InstanceRejected(
-                    f"{name} has a value missing from its lookup table "
-                    f"(profile line {rule.override.line})"
-                )
-            mapped.append(table[original])
-        return self._written(instance, *mapped)
+            return [rule.override.value or ""]
+        table = rule.override.table or {}  # Action.LOOKUP
+        missing = [v for v in values if v not in table]
+        if missing:
+            raise InstanceRejected(
+                f"{_tag_name(tag)} has a value missing from its lookup table "
+                f"(profile line {rule.override.line})"
+            )
+        return [table[v] for v in values]
 
-    def _written(self, instance: _Instance, *values: str) -> Any:
-        instance.needles.written.extend(values)
-        return values[0] if len(values) == 1 else list(values)
-
-    def _map_uids(self, value: Any, instance: _Instance) -> Any:
+    def _map_uids(self, values: list[str], instance: _Instance) -> list[str]:
         mapped = []
-        for uid in _values(value):
+        for uid in values:
             if not uid or uid in UID_dictionary:
                 mapped.append(uid)  # empty, or a registered DICOM UID (SOP class, syntax)
                 continue
             instance.needles.add_original(uid)
             mapped.append(self.mapper.uid(uid))
-        return self._written(instance, *mapped) if mapped else value
+        return mapped
 
-    def _shift(self, value: Any, vr: str, instance: _Instance) -> Any:
+    def _shift(self, values: list[str], vr: str, instance: _Instance) -> list[str] | None:
         if vr not in ("DA", "DT") or instance.offset_days is None:
-            return _UNCHANGED  # times of day carry no identity once dates are shifted
-        shifted: list[str] = []
-        for text in _values(value):
-            if not text:
-                shifted.append(text)
-                continue
-            moved = _shift_date(text, instance.offset_days)
-            instance.needles.add_original(text[:8])
-            shifted.append(moved)
-        return self._written(instance, *shifted) if shifted else value
+            return None  # times of day carry no identity once dates are shifted
+        shifted = []
+        for text in values:
+            if text:
+                instance.needles.add_original(text[:8])
+            shifted.append(_shift_date(text, instance.offset_days) if text else text)
+        return shifted
 
-    def _clean(self, value: Any, vr: str, instance: _Instance) -> Any:
+    def _clean(self, values: list[str], vr: str, instance: _Instance) -> list[str] | None:
         if vr not in _TEXT_VRS or vr == "UR":
-            return _UNCHANGED
-        cleaned = [
-            instance.needles.scrub(str(v), dates=self._modifies_dates)[: _MAX_LENGTH.get(vr, 65536)]
-            for v in _values(value)
-        ]
-        if [str(v) for v in _values(value)] == cleaned:
-            return _UNCHANGED
-        return self._written(instance, *cleaned)
+            return None
+        limit = _MAX_LENGTH.get(vr, 65536)
+        return [instance.needles.scrub(v, dates=self._modifies_dates)[:limit] for v in values]
 
     # -- private attributes ----------------------------------------------------------------
 
@@ -568,11 +591,6 @@ def resolve_compound(code: str, tag: int) -> str:
     return code
 
 
-class _Unchanged:
-    pass
-
-
-_UNCHANGED: Any = _Unchanged()
 _CLEAN_TEXT = Rule(Action.CLEAN, "text inside content kept by a Clean option")
 _UNLISTED_UID = Rule(Action.UID, "UID outside E.1-1, not a registered DICOM UID")
 _PRIVATE_RULES = {
@@ -617,6 +635,54 @@ def _method_codes(options: frozenset[Option]) -> list[Dataset]:
         item.CodeMeaning = meaning
         sequence.append(item)
     return sequence
+
+
+def _raw(tag: int, vr: str, data: bytes, like: Any, instance: _Instance) -> RawDataElement:
+    """A raw element in the encoding of the element it replaces (or of the file)."""
+    if isinstance(like, RawDataElement):
+        implicit, little = like.is_implicit_VR, like.is_little_endian
+    else:
+        implicit, little = instance.encoding
+    return RawDataElement(BaseTag(tag), vr, len(data), data, 0, implicit, little, True, False)
+
+
+def _decoded(element: Any, vr: str, codec: str | None) -> list[str] | None:
+    """A text element's values, straight from its raw bytes where that is safe."""
+    if isinstance(element, DataElement):
+        return _values(element.value)
+    if not isinstance(element, RawDataElement) or element.value is None:
+        return None
+    try:
+        text = element.value.decode("ascii" if vr in _ASCII_VRS else codec or "")
+    except (UnicodeDecodeError, LookupError):
+        return None
+    text = text.rstrip("\x00 ")
+    if not text:
+        return []
+    return [text] if vr in _SINGLE_VALUED_VRS else text.split("\\")
+
+
+def _encoding(ds: Dataset) -> tuple[bool, bool]:
+    meta = getattr(ds, "file_meta", None)
+    syntax = UID(meta.get("TransferSyntaxUID", ImplicitVRLittleEndian)) if meta else None
+    if syntax is None or not syntax.is_transfer_syntax:
+        return (True, True)
+    return (syntax.is_implicit_VR, syntax.is_little_endian)
+
+
+def _codec(ds: Dataset) -> str | None:
+    """The one codec of the dataset's character set, or None if it needs pydicom."""
+    if 0x00080005 not in ds:
+        return "ascii"
+    element: DataElement | RawDataElement = ds.get_item(0x00080005)
+    if isinstance(element, RawDataElement):
+        raw = element.value or b""
+        names = [n.strip() for n in raw.decode("ascii", "replace").split("\\") if n.strip()]
+    else:
+        names = [str(n).strip() for n in _values(element.value) if str(n).strip()]
+    if not names:
+        return "ascii"
+    return _SIMPLE_CHARSETS.get(names[0]) if len(names) == 1 else None
 
 
 def _dictionary_vr(tag: int) -> str:

@@ -7,8 +7,8 @@ bytes go to a hidden temporary file in the target folder, which is renamed into 
 
 from __future__ import annotations
 
+import itertools
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -120,23 +120,40 @@ def _expected_pixel_bytes(ds: Dataset) -> int:
     return (size * bits + 7) // 8
 
 
+_made_folders: set[Path] = set()
+_partial_counter = itertools.count()
+
+
 def write_atomic(path: Path, data: bytes, *, durable: bool = False) -> None:
-    """Write ``data`` to ``path`` all at once: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(prefix=".partial-", dir=path.parent)
+    """Write ``data`` to ``path`` all at once: readers see the old file or the new one.
+
+    ``durable`` also flushes the file and its folder to disk, for a receiver that must not
+    lose an instance it has acknowledged.
+    """
+    folder = path.parent
+    if folder not in _made_folders:
+        folder.mkdir(parents=True, exist_ok=True)
+        _made_folders.add(folder)
+    temporary = folder / f".partial-{os.getpid()}-{next(_partial_counter)}"
     try:
-        with os.fdopen(fd, "wb") as f:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileNotFoundError:  # the folder was removed behind our back
+        _made_folders.discard(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        with os.fdopen(descriptor, "wb") as f:
             f.write(data)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        Path(temporary).replace(path)
+        temporary.replace(path)
         if durable:
-            directory = os.open(path.parent, os.O_RDONLY)
+            directory = os.open(folder, os.O_RDONLY)
             try:
                 os.fsync(directory)
             finally:
                 os.close(directory)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
