@@ -1,0 +1,148 @@
+"""Node settings: a YAML file, then environment variables (``HAVENET_NODE_*``), then flags.
+
+Built once in the entry point and passed down; nothing reads them at import. The site
+secret, the correspondence key and the API token are required: an empty or well-known
+value stops the node at start, with a message saying how to make a good one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from common.crypto import SiteSecret
+from common.errors import ConfigurationError
+from node.store.correspondence import Keyring, parse_key
+
+_WEAK_TOKENS = {"", "changeme", "change-me", "secret", "token", "admin", "havenet"}
+
+
+class Pacs(BaseModel):
+    """A PACS the node queries and retrieves from."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int = Field(ge=1, le=65535)
+
+
+class NodeSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HAVENET_NODE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path("node-data")
+    database_url: str = ""  # empty: SQLite in data_dir
+    site_secret: SecretStr = SecretStr("")
+    site_secret_file: Path | None = None
+    correspondence_key: SecretStr = SecretStr("")
+    correspondence_old_keys: list[SecretStr] = []
+    api_token: SecretStr = SecretStr("")
+    ae_title: str = "HAVENET"
+    dicom_host: str = "127.0.0.1"
+    dicom_port: int = Field(default=11112, ge=1, le=65535)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8080, ge=1, le=65535)
+    # Who may send: "AE", "AE@host" or "@host"; empty lets any peer in (logged at start).
+    allowed_peers: list[str] = []
+    max_associations: int = Field(default=8, ge=1)
+    workers: int = Field(default=2, ge=1)  # processes that de-identify arrivals
+    profile: str = "pseudonymize"  # stage 1
+    site_project: str = "site"  # the project name stage-1 keys are derived under
+    pacs: list[Pacs] = []
+
+    @field_validator("ae_title")
+    @classmethod
+    def _ae_title(cls, value: str) -> str:
+        if not value or len(value) > 16 or "\\" in value:
+            raise ValueError("an AE title has 1 to 16 characters and no backslash")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = _CONFIG_FILE.get("path")
+        if config_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config_file))
+        return tuple(sources)
+
+    # -- derived -------------------------------------------------------------------------
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'node.db'}"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.data_dir / "store"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    def secret(self) -> SiteSecret:
+        if self.site_secret_file is not None:
+            return SiteSecret.from_file(self.site_secret_file)
+        value = self.site_secret.get_secret_value().encode()
+        if not value:
+            raise ConfigurationError(
+                "no site secret: set HAVENET_NODE_SITE_SECRET or site_secret_file "
+                "(make one with `havenet secret`)"
+            )
+        return SiteSecret(value)
+
+    def keyring(self) -> Keyring:
+        current = self.correspondence_key.get_secret_value()
+        if not current:
+            raise ConfigurationError(
+                "no correspondence key: set HAVENET_NODE_CORRESPONDENCE_KEY "
+                "(make one with `havenet node keys new`)"
+            )
+        older = tuple(parse_key(k.get_secret_value()) for k in self.correspondence_old_keys)
+        return Keyring(current=parse_key(current), older=older)
+
+    def check_api_token(self) -> str:
+        token = self.api_token.get_secret_value()
+        if token.strip().lower() in _WEAK_TOKENS or len(token) < 16:
+            raise ConfigurationError(
+                "the API token must hold at least 16 characters and not be a default; "
+                "make one with `havenet secret`"
+            )
+        return token
+
+    def validate_secrets(self) -> None:
+        """Refuse to start without good secrets (called by `havenet node serve`)."""
+        self.secret()
+        self.keyring()
+        self.check_api_token()
+
+
+_CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def load(config_file: Path | None = None, **overrides: Any) -> NodeSettings:
+    """Settings from ``config_file`` (YAML), the environment and ``overrides`` (flags)."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigurationError(f"{config_file}: no such settings file")
+    _CONFIG_FILE["path"] = config_file
+    try:
+        return NodeSettings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid node settings: {exc}") from None
+    finally:
+        _CONFIG_FILE["path"] = None
