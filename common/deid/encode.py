@@ -64,13 +64,18 @@ class Writer:
     def dataset(self, out: list[bytes], ds: Dataset, encodings: Any) -> None:
         """Append the encoded elements of ``ds`` to ``out`` (joined once, at the end)."""
         encodings = ds.get("SpecificCharacterSet", encodings)
-        # Plain ints: BaseTag compares in Python, which costs more than the copying itself.
-        for tag in sorted(ds.keys(), key=int):
+        # The element dict itself, sorted on plain ints: pydicom's accessors normalise every
+        # key through Tag() and BaseTag compares in Python, which together cost more than
+        # the copying.
+        elements = ds._dict
+        for tag in sorted(elements, key=int):
             number = int(tag)
             if number & 0xFFFF == 0 and number >> 16 > 6:
                 continue  # retired group lengths are not written (PS3.5 7.2)
-            element: DataElement | RawDataElement | None = ds.get_item(tag)
-            if element is None or self._copy_raw(out, element):
+            element = elements[tag]
+            if isinstance(element, RawDataElement) and element.value is None:
+                element = ds.get_item(tag)  # a deferred or empty value: pydicom's rules
+            if self._copy_raw(out, element):
                 continue
             if isinstance(element, DataElement) and element.VR == "SQ":
                 self._sequence(out, element, encodings)

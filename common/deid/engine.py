@@ -298,12 +298,13 @@ class Engine:
         (TextValue, ...): inside a sequence kept by a Clean option, such text is scrubbed.
         """
         private: list[BaseTag] = []
-        for tag in list(ds.keys()):
+        elements = ds._dict  # direct: pydicom's accessors re-normalise every key (slow)
+        for tag in list(elements):
             if (tag >> 16) & 1:  # an odd group: private
                 private.append(tag)
                 continue
-            raw = ds.get_item(tag)
-            vr = raw.VR if raw is not None and raw.VR else _dictionary_vr(tag)
+            raw = elements[tag]
+            vr = raw.VR if raw.VR else _dictionary_vr(tag)
             rule = self._rule_for(int(tag), vr)
             if rule is None and clean_text and vr in _TEXT_VRS:
                 rule = _CLEAN_TEXT

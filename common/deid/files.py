@@ -18,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from common.deid.exceptions import NotDicom
+from common.deid.reader import read_fast
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
@@ -26,9 +27,11 @@ def read_instance(path: Path) -> Dataset:
     """Read one stored instance; raise NotDicom with a PHI-free reason otherwise."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds: Dataset
+        ds: Dataset | None
         try:
-            ds = dcmread(path)
+            ds = read_fast(path)  # the common case, in one pass; None: pydicom decides
+            if ds is None:
+                ds = dcmread(path)
         except InvalidDicomError:
             ds = _read_without_preamble(path)
         except (

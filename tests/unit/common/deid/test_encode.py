@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import pydicom
@@ -10,7 +11,8 @@ import pytest
 
 from common.deid.encode import encode
 from common.deid.files import read_instance
-from tests.conftest import ct_dataset
+from common.deid.reader import read_fast
+from tests.conftest import SHARED, ct_dataset
 
 SAMPLES = [
     "CT_small.dcm",  # explicit little endian, many private elements
@@ -57,3 +59,28 @@ def test_the_pixel_range_covers_exactly_the_native_samples(make_engine) -> None:
     data, (start, end) = encode(make_engine("basic").deidentify(ds) and ds)
     assert data[start:end] == pixels
     assert end == len(data)
+
+
+def all_sample_files() -> list[Path]:
+    roots = [DATA, *(p for p in (SHARED / "data" / "dicom",) if p.is_dir())]
+    return sorted(p for root in roots for p in root.rglob("*") if p.is_file())
+
+
+def test_the_lean_reader_reads_exactly_what_pydicom_reads() -> None:
+    compared = 0
+    for path in all_sample_files():
+        fast = read_fast(path)
+        if fast is None:
+            continue  # left to pydicom
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reference = pydicom.dcmread(path)
+            assert fast.file_meta == reference.file_meta, path.name
+            assert fast == reference, path.name
+        compared += 1
+    assert compared > 100
+
+
+def test_the_lean_reader_leaves_big_endian_and_deflate_to_pydicom() -> None:
+    for name in ("MR_small_bigendian.dcm", "image_dfl.dcm"):
+        assert read_fast(DATA / "test_files" / name) is None
