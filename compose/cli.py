@@ -22,4 +22,11 @@ app.command("demo")(demo.demo)
 
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    quiet_libraries()
     app()
+
+
+def quiet_libraries() -> None:
+    """pydicom's messages quote element values ("Invalid value for VR PN: '...'"), which
+    may be a patient's name: they never reach havenet's logs."""
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)

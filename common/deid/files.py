@@ -58,6 +58,8 @@ def _ensure_transfer_syntax(ds: Dataset) -> None:
     if meta is None:
         meta = ds.file_meta = FileMetaDataset()
     if "TransferSyntaxUID" in meta:
+        if not UID(str(meta.TransferSyntaxUID)).is_transfer_syntax:
+            raise NotDicom("the file meta names no known transfer syntax: corrupt or private")
         return
     implicit, little = ds.original_encoding
     if implicit:

@@ -50,7 +50,7 @@ def read_fast(path: Path) -> FileDataset | None:
             return None
         implicit = syntax == _IMPLICIT_VR_LITTLE_ENDIAN
         elements, end = _Parser(data, explicit=not implicit).elements(position, len(data))
-    except (_Malformed, struct.error, IndexError, UnicodeDecodeError):
+    except (_Malformed, struct.error, IndexError, ValueError, RecursionError):
         return None
     if end != len(data):
         return None
