@@ -69,6 +69,32 @@ class Action(str, Enum):
     SUBJECT_KEY = "subject_key"
 
 
+# Actions that write a text value, and the VRs that hold text.
+_TEXT_ONLY = frozenset(
+    {Action.REPLACE, Action.HASH, Action.LOOKUP, Action.SUBJECT_KEY, Action.CLEAN, Action.UID}
+)
+_TEXT_VRS = frozenset(
+    {
+        "AE",
+        "AS",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "IS",
+        "LO",
+        "LT",
+        "PN",
+        "SH",
+        "ST",
+        "TM",
+        "UC",
+        "UI",
+        "UR",
+        "UT",
+    }
+)
+
 # Override actions that need an argument, and the key that carries it.
 _ARGUMENT_OF = {Action.REPLACE: "replace", Action.LOOKUP: "lookup"}
 
@@ -334,6 +360,20 @@ class _Reader:
             rules=rules,
         )
 
+    def check_override_fits(self, tag: int, override: Override) -> None:
+        vr = dictionary_vr(tag)
+        if override.action is Action.SHIFT and vr not in {"DA", "DT"}:
+            raise ProfileError(
+                self.source, override.line, f"shift applies to dates (DA, DT), not to {Tag(tag)}"
+            )
+        if override.action in _TEXT_ONLY and vr not in _TEXT_VRS:
+            raise ProfileError(
+                self.source,
+                override.line,
+                f"{override.action.value} writes text; {Tag(tag)} holds {vr} values: "
+                "use keep, remove, empty or dummy",
+            )
+
     def profile(self, root: _Node) -> Profile:
         fields = self.mapping(root, "the profile", _TOP_KEYS)
         if "name" not in fields:
@@ -353,12 +393,7 @@ class _Reader:
                 raise self.fail(fields["date_shift"], "date_shift: min_days exceeds max_days")
         overrides = self.attributes(fields["attributes"]) if "attributes" in fields else {}
         for tag, override in overrides.items():
-            if override.action is Action.SHIFT and dictionary_vr(tag) not in {"DA", "DT"}:
-                raise ProfileError(
-                    self.source,
-                    override.line,
-                    f"shift applies to dates (DA, DT), not to {Tag(tag)}",
-                )
+            self.check_override_fits(tag, override)
         return Profile(
             name=self.string(fields["name"], "name"),
             source=self.source,

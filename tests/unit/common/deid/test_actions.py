@@ -10,6 +10,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from common.deid.engine import Engine
+from common.deid.exceptions import BurnedInRisk
 from tests.conftest import ACCESSION, BIRTH_DATE, PATIENT_ID, PATIENT_NAME, ct_dataset
 
 
@@ -271,3 +272,37 @@ def test_the_report_names_paths_and_actions_never_values(make_engine) -> None:
     ):
         assert value not in text
     assert "PatientAddress" in result.report.actions["removed"]
+
+
+BLANKING_PROFILE = """
+name: blanking
+options: [clean_pixel_data, retain_longitudinal_full_dates]
+attributes: {PatientID: subject_key}
+pixels:
+  reject_burned_in: true
+  reject_modalities: [US]
+  blank:
+    - {manufacturer: "^ACME", rows: 16, columns: 16, boxes: [[0, 0, 16, 4]]}
+"""
+
+
+def test_a_matching_blanking_rule_cleans_the_pixels_instead_of_rejecting(make_engine) -> None:
+    ds = ct_dataset()
+    ds.Modality = "US"  # risky: rejected unless a rule covers this device
+    ds.BurnedInAnnotation = "YES"
+    result = make_engine(yaml_text=BLANKING_PROFILE).deidentify(ds)
+    out = pydicom.dcmread(io.BytesIO(result.data))
+    pixels = out.pixel_array
+    assert (pixels[:4, :] == 0).all()
+    assert (pixels[4:, :] == ct_dataset().pixel_array[4:, :]).all()
+    assert out.BurnedInAnnotation == "NO"
+    assert result.report.pixels == "blanked by the rule on line 9"  # the text opens with \n
+    assert "113101" in [i.CodeValue for i in out.DeidentificationMethodCodeSequence]
+
+
+def test_a_risky_instance_no_rule_covers_is_rejected_with_a_reason(make_engine) -> None:
+    ds = ct_dataset()
+    ds.Modality = "US"
+    ds.Manufacturer = "Other Vendor"
+    with pytest.raises(BurnedInRisk, match="modality US"):
+        make_engine(yaml_text=BLANKING_PROFILE).deidentify(ds)

@@ -40,6 +40,7 @@ def test_stage_one_and_stage_two_profiles_choose_the_documented_options() -> Non
         ("name: t\nattributes:\n  InstitutionName: replace\n", 3, "needs a value"),
         ("name: t\nattributes:\n  StudyDescription: shift\n", 3, "shift applies to dates"),
         ("name: t\nfoo: 1\n", 2, "unknown key 'foo'"),
+        ("name: t\nattributes:\n  Rows: hash\n", 3, "hash writes text; (0028,0010) holds US"),
         (
             "name: t\noptions:\n  - retain_longitudinal_full_dates\n"
             "  - retain_longitudinal_modified_dates\n",
