@@ -8,6 +8,7 @@ import typer
 
 from common.deid import cli as deid_cli
 from compose import demo
+from node.cli import node_app
 
 app = typer.Typer(
     help="havenet: federated, privacy-first sharing of hospital images and records.",
@@ -18,6 +19,7 @@ app.command("deid")(deid_cli.deid)
 app.command("secret")(deid_cli.new_secret)
 app.command("profile")(deid_cli.check_profile)
 app.command("demo")(demo.demo)
+app.add_typer(node_app, name="node")
 
 
 def main() -> None:

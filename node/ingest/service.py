@@ -1,0 +1,566 @@
+"""Stage-1 ingest: every arrival is made durable, pseudonymized in a worker process, stored.
+
+The path of one instance::
+
+    accept()  (the association's thread)       check the bytes, write a spool entry + fsync,
+                                                queue it; the SCP acknowledges after this
+    dispatcher thread                           hand spool entries to the process pool
+    worker process (settings.workers of them)   read, stage 1, write the store file + fsync
+    writer thread (the only database writer)    rows for a batch of outcomes in one
+                                                transaction; after commit, drop the entries
+
+Crash safety follows from the order: an instance is acknowledged only once its spool entry
+is durable; its store file is durable before its rows are written; its spool entry goes
+only after the rows are committed. A node killed anywhere restarts with every acknowledged
+instance either stored or still in the spool, and :meth:`Ingest.start` re-processes the
+spool first; stage 1 is deterministic and the store deduplicates by the hospital's SOP
+Instance UID, so doing an instance twice stores it once. Store files are renamed into place
+(no half-written file), and a patient folder without a patient row is removed at start.
+
+Memory stays flat: the queue of spool entries is bounded (``accept`` waits when the workers
+fall behind), as is the number of arrivals in the pool, and workers read the spool files
+themselves rather than receiving the bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import multiprocessing
+import os
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from node.ingest import validate, worker
+from node.ingest.exceptions import IngestStopped, InstanceUnreadable, SpoolUnavailable
+from node.ingest.spool import Spool, SpoolEntry
+from node.settings import NodeSettings
+from node.store import service as store
+from node.store.correspondence import CorrespondenceError
+from node.store.db import transaction
+
+logger = logging.getLogger(__name__)
+
+QUEUE_LIMIT = 2048  # spool entries waiting for a worker before accept() waits
+IN_FLIGHT_PER_WORKER = 32  # arrivals handed to the pool and not yet written, per worker
+BATCH_LIMIT = 256  # outcomes written per transaction at most
+BATCH_WAIT = 0.02  # seconds the writer waits for a batch to fill
+RETRY_DELAY = 5.0  # seconds before an arrival whose store write failed is tried again
+CRASH_LIMIT = 2  # a worker dying on the same arrival this often rejects it
+STOP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    entry: SpoolEntry
+    future: Future[worker.Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    rejection: store.Rejection
+
+
+_STOP = object()
+
+
+class Ingest:
+    """Receive arrivals, run stage 1 on them in a process pool, store them crash-safely."""
+
+    def __init__(self, settings: NodeSettings, sessions: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self._keyring = settings.keyring()
+        self._config = worker.WorkerConfig(
+            profile=settings.profile,
+            project=settings.site_project,
+            secret=settings.secret().value,
+            store_dir=settings.store_dir,
+        )
+        self._spool = Spool(settings.spool_dir)
+        self._workers = settings.workers
+        self._queue: queue.Queue[SpoolEntry] = queue.Queue(maxsize=QUEUE_LIMIT)
+        self._results: queue.Queue[_Done | _Refused | object] = queue.Queue()
+        self._backlog: deque[SpoolEntry] = deque()  # recovered at start, or after a crash
+        self._suspects: deque[SpoolEntry] = deque()  # in flight when a worker died
+        self._delayed: list[tuple[float, int, SpoolEntry]] = []  # (due, tie, entry)
+        self._tie = itertools.count()
+        self._crashes: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._pending = 0  # spool entries not yet finished (queued or in flight)
+        self._in_flight = 0
+        self._in_flight_limit = max(8, IN_FLIGHT_PER_WORKER * self._workers)
+        self._counts: Counter[str] = Counter()
+        self._state = "new"
+        self._stopping = threading.Event()
+        self._executor: ProcessPoolExecutor | None = None
+        self._threads: list[threading.Thread] = []
+
+    # -- life cycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Tidy what a crash may have left, start the workers, re-process the spool."""
+        with self._lock:
+            if self._state != "new":
+                raise RuntimeError("an Ingest starts once")
+            self._state = "starting"
+        worker.build_engine(self._config)  # a bad profile or secret fails here, not in a worker
+        recovered = self._recover()
+        self._executor = self._new_executor()
+        self._executor.submit(worker.ping).result()  # the pool starts, or this raises
+        with self._lock:
+            self._backlog.extend(recovered)
+            self._pending += len(recovered)
+            self._state = "running"
+        self._threads = [
+            threading.Thread(target=self._dispatch, name="ingest-dispatcher", daemon=True),
+            threading.Thread(target=self._write, name="ingest-writer", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        logger.info(
+            "ingest started: %d worker(s), %d arrival(s) recovered from the spool",
+            self._workers,
+            len(recovered),
+        )
+
+    def stop(self) -> None:
+        """Stop accepting, finish the arrivals in the pool, stop the workers.
+
+        Arrivals still waiting in the spool stay there for the next start.
+        """
+        with self._lock:
+            if self._state != "running":
+                self._state = "stopped"
+                return
+            self._state = "stopping"
+        self._stopping.set()
+        deadline = time.monotonic() + STOP_TIMEOUT
+        self._threads[0].join(timeout=STOP_TIMEOUT)
+        with self._changed:
+            while self._in_flight and time.monotonic() < deadline:
+                self._changed.wait(timeout=0.1)
+        self._results.put(_STOP)
+        self._threads[1].join(timeout=max(1.0, deadline - time.monotonic()))
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._state = "stopped"
+            left = self._pending
+        logger.info("ingest stopped; %d arrival(s) left in the spool for the next start", left)
+
+    def _recover(self) -> list[SpoolEntry]:
+        partials = self._spool.prepare()
+        staging = self._config.staging_dir
+        staging.mkdir(parents=True, exist_ok=True)
+        for leftover in os.scandir(staging):
+            Path(leftover.path).unlink(missing_ok=True)
+            partials += 1
+        with transaction(self._sessions) as session:
+            known = store.subject_keys(session=session)
+            orphans = (
+                store.orphan_subject_folders(session=session, store_dir=self.settings.store_dir)
+                if known  # an empty database next to a full store is a mistake, not a crash
+                else []
+            )
+        store.remove_folders(orphans)
+        if partials or orphans:
+            logger.warning(
+                "ingest: removed %d temporary file(s) and %d patient folder(s) without rows "
+                "left by an interrupted run",
+                partials,
+                len(orphans),
+            )
+        return self._spool.pending()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["node.ingest.worker"])
+        return ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=context,
+            initializer=worker.init,
+            initargs=(self._config,),
+        )
+
+    def worker_pids(self) -> list[int]:
+        """The worker processes' ids (for operators and crash tests)."""
+        executor = self._executor
+        processes = getattr(executor, "_processes", None) or {}
+        return sorted(int(pid) for pid in processes)
+
+    # -- arrivals ----------------------------------------------------------------------------
+
+    def accept(self, encoded: bytes, *, source: str, job_id: int | None = None) -> None:
+        """Make an arrived instance durable (spool file + fsync) and queue it; return only
+        once it is safe. ``encoded`` is a complete DICOM file (preamble + file meta), as
+        pynetdicom's ``event.encoded_dataset()`` gives.
+
+        Raises InstanceUnreadable (corrupt or truncated: recorded as rejected),
+        SpoolUnavailable (nothing kept: the disk is full, say) or IngestStopped.
+        """
+        if self._state != "running":
+            raise IngestStopped("the ingest is not running; send again later")
+        try:
+            validate.check(encoded)
+        except InstanceUnreadable as exc:
+            with self._lock:
+                self._pending += 1  # until its rejection is written
+            self._results.put(
+                _Refused(store.Rejection(exc.code, exc.reason, source, job_id=job_id))
+            )
+            raise
+        try:
+            entry = self._spool.write(encoded, source=source, job_id=job_id)
+        except OSError as exc:
+            logger.error("ingest: cannot write the spool (%s)", exc.strerror or type(exc).__name__)
+            raise SpoolUnavailable(
+                f"the spool cannot take the instance ({exc.strerror or type(exc).__name__})"
+            ) from None
+        with self._lock:
+            self._pending += 1
+            self._counts["received"] += 1
+        while not self._stopping.is_set():
+            try:
+                self._queue.put(entry, timeout=0.2)
+                return
+            except queue.Full:
+                continue  # the workers are behind: wait, so the sender slows down
+        # Stopping: the entry is durable and will be processed at the next start.
+
+    def drain(self, timeout: float = 60.0) -> None:
+        """Wait until every accepted arrival is stored or rejected (tests, CLI)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._pending:
+                if self._state not in ("running", "starting"):
+                    raise IngestStopped(
+                        f"the ingest is not running; {self._pending} arrival(s) wait in the spool"
+                    )
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"{self._pending} arrival(s) still waiting after {timeout:.0f} s"
+                    )
+                self._changed.wait(timeout=min(left, 0.5))
+
+    def counts(self) -> dict[str, int]:
+        """Since start: queued now, stored, duplicates, replaced, rejected, retried."""
+        with self._lock:
+            return {
+                "queued": self._pending,
+                "stored": self._counts["stored"],
+                "duplicates": self._counts["duplicates"],
+                "replaced": self._counts["replaced"],
+                "rejected": self._counts["rejected"],
+                "retried": self._counts["retried"],
+            }
+
+    # -- dispatcher --------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                suspect = self._take_suspect()
+                if suspect is not None:
+                    self._isolate(suspect)
+                    continue
+                entry = self._next_entry()
+                if entry is None:
+                    continue
+                if not self._reserve_slot():
+                    self._backlog.appendleft(entry)  # stopping: it stays in the spool
+                    break
+                self._submit(entry)
+        except Exception:
+            logger.exception("ingest: the dispatcher stopped")
+            raise
+
+    def _take_suspect(self) -> SpoolEntry | None:
+        with self._lock:
+            return self._suspects.popleft() if self._suspects else None
+
+    def _next_entry(self) -> SpoolEntry | None:
+        with self._lock:
+            if self._backlog:
+                return self._backlog.popleft()
+            if self._delayed and self._delayed[0][0] <= time.monotonic():
+                return heapq.heappop(self._delayed)[2]
+            wait = 0.1
+            if self._delayed:
+                wait = max(0.0, min(wait, self._delayed[0][0] - time.monotonic()))
+        try:
+            return self._queue.get(timeout=wait)
+        except queue.Empty:
+            return None
+
+    def _reserve_slot(self) -> bool:
+        with self._changed:
+            while self._in_flight >= self._in_flight_limit:
+                if self._stopping.is_set():
+                    return False
+                self._changed.wait(timeout=0.1)
+            self._in_flight += 1
+            return True
+
+    def _submit(self, entry: SpoolEntry) -> Future[worker.Outcome]:
+        for _ in range(3):
+            executor = self._executor
+            assert executor is not None
+            try:
+                future = executor.submit(
+                    worker.process, str(entry.path), entry.source, entry.job_id
+                )
+            except (BrokenProcessPool, RuntimeError):
+                self._replace_executor(executor)
+                continue
+            future.add_done_callback(lambda f: self._results.put(_Done(entry, f)))
+            return future
+        raise RuntimeError("the ingest's process pool cannot be started")
+
+    def _replace_executor(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._executor is not broken:
+                return
+            logger.warning("ingest: a worker process died; starting a new pool")
+            self._executor = self._new_executor()
+        broken.shutdown(wait=False, cancel_futures=True)
+        _remove_dead_workers_files(self._config.staging_dir)
+
+    def _isolate(self, entry: SpoolEntry) -> None:
+        """Run an arrival that was in the pool when a worker died, alone, to tell whether it
+        is what kills workers."""
+        with self._changed:
+            while self._in_flight and not self._stopping.is_set():
+                self._changed.wait(timeout=0.1)
+            if self._stopping.is_set():
+                return
+            self._in_flight += 1
+        future = self._submit(entry)
+        with contextlib.suppress(Exception):
+            future.exception()  # wait; the writer gets the outcome through the callback
+        with self._changed:  # and wait for the writer, which may find it a suspect again
+            while self._in_flight and not self._stopping.is_set():
+                self._changed.wait(timeout=0.1)
+
+    # -- writer ------------------------------------------------------------------------------
+
+    def _write(self) -> None:
+        while True:
+            item = self._results.get()
+            if item is _STOP:
+                return
+            batch = [item]
+            deadline = time.monotonic() + BATCH_WAIT
+            while len(batch) < BATCH_LIMIT:
+                try:
+                    more = self._results.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if more is _STOP:
+                    self._results.put(_STOP)
+                    break
+                batch.append(more)
+            try:
+                self._handle(batch)
+            except Exception:  # never let the writer die: what is not written stays spooled
+                logger.exception("ingest: writing a batch failed")
+
+    def _handle(self, batch: list[_Done | _Refused | object]) -> None:
+        stored: list[tuple[SpoolEntry, store.InstanceRecord]] = []
+        rejected: list[tuple[SpoolEntry | None, store.Rejection]] = []
+        vanished: list[SpoolEntry] = []
+        released = 0
+        for item in batch:
+            if isinstance(item, _Refused):
+                rejected.append((None, item.rejection))
+                continue
+            assert isinstance(item, _Done)
+            released += 1
+            outcome = self._outcome(item)
+            if isinstance(outcome, worker.Stored):
+                stored.append((item.entry, outcome.record))
+            elif isinstance(outcome, worker.Rejected):
+                rejected.append((item.entry, outcome.rejection))
+            elif isinstance(outcome, worker.Vanished):
+                logger.warning("ingest: a spool entry vanished before stage 1 ran")
+                vanished.append(item.entry)
+        if stored or rejected:
+            self._commit(stored, rejected)
+        if vanished:
+            self._finished(vanished, Counter())
+        with self._changed:
+            self._in_flight -= released
+            self._changed.notify_all()
+
+    def _outcome(self, item: _Done) -> worker.Outcome | None:
+        """The worker's outcome; None when the arrival goes back for another attempt."""
+        entry = item.entry
+        try:
+            outcome = item.future.result()
+        except BrokenProcessPool:
+            self._crashes[entry.name] += 1
+            if self._crashes[entry.name] > CRASH_LIMIT:
+                return self._given_up(entry, "worker-crashed", "stage 1 kept killing its worker")
+            with self._lock:
+                self._suspects.append(entry)
+            return None
+        except Exception as exc:  # the task itself failed outside stage 1 (a pickling error…)
+            self._crashes[entry.name] += 1
+            if self._crashes[entry.name] > CRASH_LIMIT:
+                return self._given_up(entry, "failed", f"stage 1 failed ({type(exc).__name__})")
+            self._later(entry, f"the worker failed ({type(exc).__name__})")
+            return None
+        if isinstance(outcome, worker.Retry):
+            self._later(entry, outcome.reason)
+            return None
+        self._crashes.pop(entry.name, None)
+        return outcome
+
+    def _given_up(self, entry: SpoolEntry, code: str, reason: str) -> worker.Rejected:
+        self._crashes.pop(entry.name, None)
+        logger.error("ingest: an arrival is rejected: %s", reason)
+        return worker.Rejected(store.Rejection(code, reason, entry.source, job_id=entry.job_id))
+
+    def _later(self, entry: SpoolEntry, reason: str) -> None:
+        logger.warning("ingest: an arrival will be tried again in %.0f s: %s", RETRY_DELAY, reason)
+        with self._lock:
+            self._counts["retried"] += 1
+            heapq.heappush(self._delayed, (time.monotonic() + RETRY_DELAY, next(self._tie), entry))
+
+    def _commit(
+        self,
+        stored: list[tuple[SpoolEntry, store.InstanceRecord]],
+        rejected: list[tuple[SpoolEntry | None, store.Rejection]],
+    ) -> None:
+        try:
+            for folder in sorted({(self.settings.data_dir / r.path).parent for _, r in stored}):
+                worker.fsync_folder(folder)  # the renames into the store are durable now
+        except OSError as exc:
+            for entry, _ in stored:
+                self._later(entry, f"cannot flush the store ({exc.strerror or type(exc).__name__})")
+            stored = []
+        try:
+            with transaction(self._sessions) as session:
+                results = store.store_batch(
+                    session=session, keyring=self._keyring, records=[r for _, r in stored]
+                )
+                store.record_rejections(session=session, rejections=[r for _, r in rejected])
+        except Exception as exc:
+            logger.warning(
+                "ingest: writing %d row(s) at once failed (%s); writing them one by one",
+                len(stored) + len(rejected),
+                type(exc).__name__,
+            )
+            self._commit_one_by_one(stored, rejected)
+            return
+        tally: Counter[str] = Counter({"rejected": len(rejected)})
+        for result in results:
+            tally[_TALLY[result.status]] += 1
+            if result.obsolete:
+                store.remove_files(self.settings.data_dir, result.obsolete)
+        entries = [e for e, _ in stored] + [e for e, _ in rejected if e is not None]
+        self._finished(entries, tally, refused=sum(1 for e, _ in rejected if e is None))
+
+    def _commit_one_by_one(
+        self,
+        stored: list[tuple[SpoolEntry, store.InstanceRecord]],
+        rejected: list[tuple[SpoolEntry | None, store.Rejection]],
+    ) -> None:
+        keyring = self._keyring
+        for entry, record in stored:
+
+            def write_record(session: Session, r: store.InstanceRecord = record) -> object:
+                return store.store_batch(session=session, keyring=keyring, records=[r])
+
+            self._commit_single(entry, write_record, source=entry.source, job_id=entry.job_id)
+        for maybe_entry, rejection in rejected:
+
+            def write_rejection(session: Session, r: store.Rejection = rejection) -> object:
+                return store.record_rejections(session=session, rejections=[r])
+
+            self._commit_single(
+                maybe_entry, write_rejection, source=rejection.source, job_id=rejection.job_id
+            )
+
+    def _commit_single(
+        self,
+        entry: SpoolEntry | None,
+        write: Callable[[Session], object],
+        *,
+        source: str,
+        job_id: int | None,
+    ) -> None:
+        tally: Counter[str] = Counter()
+        try:
+            with transaction(self._sessions) as session:
+                outcome = write(session)
+        except CorrespondenceError as exc:
+            # The table maps this hospital identifier to another pseudonym: the keys or the
+            # secret changed. Storing would break the table; the arrival is rejected.
+            logger.error("ingest: an arrival conflicts with the correspondence table")
+            with transaction(self._sessions) as session:
+                store.record_rejections(
+                    session=session,
+                    rejections=[store.Rejection("store-conflict", str(exc), source, job_id=job_id)],
+                )
+            tally["rejected"] += 1
+        except Exception as exc:
+            if entry is not None:
+                self._later(entry, f"the database refused the rows ({type(exc).__name__})")
+            else:
+                logger.warning("ingest: a rejection could not be recorded (%s)", type(exc).__name__)
+                self._finished([], Counter(), refused=1)
+            return
+        else:
+            if isinstance(outcome, list):
+                for result in outcome:
+                    tally[_TALLY[result.status]] += 1
+                    if result.obsolete:
+                        store.remove_files(self.settings.data_dir, result.obsolete)
+            else:
+                tally["rejected"] += 1
+        self._finished([entry] if entry is not None else [], tally, refused=int(entry is None))
+
+    def _finished(self, entries: list[SpoolEntry], tally: Counter[str], refused: int = 0) -> None:
+        """The outcome of these entries (and of ``refused`` arrivals never spooled) is
+        committed: drop them from the spool."""
+        for entry in entries:
+            self._spool.remove(entry)
+        with self._changed:
+            self._counts.update(tally)
+            self._pending -= len(entries) + refused
+            self._changed.notify_all()
+
+
+def _remove_dead_workers_files(staging: Path) -> None:
+    """Temporary files of workers that died (their names start with the worker's pid)."""
+    for leftover in os.scandir(staging):
+        pid = leftover.name.split("-", 1)[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            Path(leftover.path).unlink(missing_ok=True)
+        except PermissionError:
+            continue
+
+
+_TALLY = {
+    store.StoreStatus.STORED: "stored",
+    store.StoreStatus.DUPLICATE: "duplicates",
+    store.StoreStatus.REPLACED: "replaced",
+}
