@@ -14,20 +14,24 @@ title not recognised"). An empty list lets anyone in, with a warning at start. A
 exceeded" (transient), and the server keeps serving.
 
 Speed. pynetdicom 3.0's acceptor polls: its association thread sleeps 1 ms between looks at
-the DIMSE queue, and its DUL thread 1 ms between idle looks at the socket, so each C-STORE
-waits on both — about 350 stores/s with one sender, whatever the handler does. The server
-replaces the association's loop with one that blocks on the DIMSE queue (the same checks, in
-the same order), and makes the DUL poll every 0.1 ms for 50 ms after each PDU it receives
-and every 1 ms otherwise, so an idle association costs what it always did. Both are applied
-per association, when it opens, only on the pynetdicom versions they were written for.
+the DIMSE queue, and its DUL thread 1 ms between idle looks at the socket and at the queue of
+PDUs to send, so each C-STORE waits on both — about 350 stores/s with one sender, whatever
+the handler does. The server gives each association it accepts a loop that blocks on the
+DIMSE queue, and a DUL that waits in ``select`` on its socket and on a wake-up socket written
+whenever a PDU is queued for sending (the same checks, in the same order, as pynetdicom's
+loops). Applied when the association opens, on plain TCP and on the pynetdicom versions they
+were written for only; otherwise pynetdicom runs as it is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import queue
+import select
 import socket
+import ssl
 import struct
 import time
 import types
@@ -61,6 +65,7 @@ from pynetdicom import (
 )
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
@@ -94,7 +99,7 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
 MAX_PDU = 1_048_576  # what a peer may send per PDU: fewer, larger PDUs cost less to parse
 NETWORK_TIMEOUT = 60.0  # seconds an association may stay silent before it is released
 _REACTOR_POLL = 0.002  # the association loop's wait on its DIMSE queue, seconds
-_DUL_BUSY_DELAY, _DUL_IDLE_DELAY, _DUL_BUSY_WINDOW = 0.0001, 0.001, 0.05
+_DUL_WAIT, _DUL_IDLE_DELAY = 0.005, 0.001  # seconds
 _TUNED_VERSIONS = ("3.0.",)
 
 # A-ASSOCIATE-RJ: rejected permanent, by the service user, calling AE title not recognised.
@@ -234,6 +239,7 @@ class StorageServer:
             address,
         )
         assoc.acse.send_reject(*_REJECT_CALLING_AE)
+        assoc.kill()  # waits for the rejection to go out, as pynetdicom's own rejections do
 
     def handle_store(self, event: evt.Event) -> int:
         ae_title = _calling_ae(event)
@@ -302,25 +308,104 @@ def _calling_ae(event: evt.Event) -> str:
 # -- a responsive acceptor (see the module's docstring) -------------------------------------
 
 
+class _WakingQueue(queue.Queue[Any]):
+    """The DUL's queue of primitives to send, waking the DUL when one is put."""
+
+    def __init__(self, wake: socket.socket) -> None:
+        super().__init__()
+        self.wake = wake
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        with contextlib.suppress(OSError):  # full (it is awake anyway) or closed
+            self.wake.send(b"\0")
+
+
 class _ResponsiveDUL(DULServiceProvider):
-    """pynetdicom's DUL, polling fast for a while after each PDU received."""
+    """pynetdicom 3.0's DUL loop, waiting in ``select`` on the socket and on a wake-up
+    socket instead of sleeping between polls."""
 
-    @property
-    def _run_loop_delay(self) -> float:
-        started = self._idle_timer._start_time
-        if started is not None and time.time() - started < _DUL_BUSY_WINDOW:
-            return _DUL_BUSY_DELAY
-        return _DUL_IDLE_DELAY
+    _wake_r: socket.socket
+    _wake_w: socket.socket
 
-    @_run_loop_delay.setter
-    def _run_loop_delay(self, _value: float) -> None:
-        pass  # DULServiceProvider.__init__ sets a constant; the property decides
+    def run_reactor(self) -> None:
+        try:
+            self._run_reactor()
+        finally:
+            self._wake_r.close()
+            self._wake_w.close()
+
+    def _wait(self) -> None:
+        watched: list[Any] = [self._wake_r]
+        transport = self.socket
+        if transport is not None and transport.socket is not None and transport._is_connected:
+            watched.append(transport.socket)
+        try:
+            ready, _, _ = select.select(watched, [], [], _DUL_WAIT)
+        except (OSError, ValueError):  # the socket closed meanwhile: the loop will notice
+            time.sleep(_DUL_IDLE_DELAY)
+            return
+        if self._wake_r in ready:
+            with contextlib.suppress(OSError):
+                while self._wake_r.recv(4096):
+                    pass
+
+    def _run_reactor(self) -> None:
+        """``DULServiceProvider.run_reactor`` of pynetdicom 3.0.4, but for the wait."""
+        self._idle_timer.start()
+        sleep = False
+        while True:
+            if not self.assoc._dul_ready.is_set():
+                self.assoc._dul_ready.set()
+                sleep = True
+            if sleep:
+                self._wait()
+            if self._kill_thread:
+                break
+            if self.artim_timer.expired:
+                self.event_queue.put("Evt18")
+            try:
+                if self._process_recv_primitive():
+                    pass
+                elif self._is_transport_event():
+                    self._idle_timer.restart()
+            except Exception:
+                logger.error("DICOM server: the connection failed; the association is aborted")
+                abort_pdu = A_ABORT_RQ()
+                abort_pdu.source = 0x02
+                abort_pdu.reason_diagnostic = 0x00
+                if self.socket is not None:
+                    with contextlib.suppress(Exception):
+                        self.socket.send(abort_pdu.encode())
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                return
+            try:
+                event = self.event_queue.get(block=False)
+            except queue.Empty:
+                sleep = True
+                continue
+            self.state_machine.do_action(event)
+            sleep = False
 
 
 def _tune(assoc: Any) -> None:
     dul = assoc.dul
-    if type(dul) is DULServiceProvider and hasattr(dul, "_idle_timer"):
+    transport = getattr(dul, "socket", None)
+    plain = transport is not None and not isinstance(
+        getattr(transport, "socket", None), ssl.SSLSocket
+    )
+    if type(dul) is DULServiceProvider and plain and dul.to_provider_queue.empty():
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
         dul.__class__ = _ResponsiveDUL
+        assert isinstance(dul, _ResponsiveDUL)
+        dul._wake_r, dul._wake_w = wake_r, wake_w
+        dul.to_provider_queue = _WakingQueue(wake_w)
+        setattr(dul, "_target", dul.run_reactor)  # noqa: B010 - the thread was given the base loop
     if hasattr(assoc, "_run_reactor") and hasattr(assoc.dimse, "msg_queue"):
         assoc._run_reactor = types.MethodType(_run_reactor, assoc)
 

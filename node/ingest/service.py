@@ -55,7 +55,7 @@ logger = logging.getLogger(__name__)
 QUEUE_LIMIT = 2048  # spool entries waiting for a worker before accept() waits
 IN_FLIGHT_PER_WORKER = 32  # arrivals handed to the pool and not yet written, per worker
 BATCH_LIMIT = 256  # outcomes written per transaction at most
-BATCH_WAIT = 0.02  # seconds the writer waits for a batch to fill
+BATCH_WAIT = 0.1  # seconds the writer waits for a batch to fill (fewer, larger commits)
 RETRY_DELAY = 5.0  # seconds before an arrival whose store write failed is tried again
 CRASH_LIMIT = 2  # a worker dying on the same arrival this often rejects it
 STOP_TIMEOUT = 60.0
@@ -87,6 +87,7 @@ class Ingest:
             project=settings.site_project,
             secret=settings.secret().value,
             store_dir=settings.store_dir,
+            parent_pid=os.getpid(),
         )
         self._spool = Spool(settings.spool_dir)
         self._workers = settings.workers
@@ -445,9 +446,11 @@ class Ingest:
         stored: list[tuple[SpoolEntry, store.InstanceRecord]],
         rejected: list[tuple[SpoolEntry | None, store.Rejection]],
     ) -> None:
-        try:
-            for folder in sorted({(self.settings.data_dir / r.path).parent for _, r in stored}):
-                worker.fsync_folder(folder)  # the renames into the store are durable now
+        try:  # the files, and their renames into the store, are durable before their rows
+            if stored:
+                worker.flush_store(
+                    self.settings.store_dir, [self.settings.data_dir / r.path for _, r in stored]
+                )
         except OSError as exc:
             for entry, _ in stored:
                 self._later(entry, f"cannot flush the store ({exc.strerror or type(exc).__name__})")

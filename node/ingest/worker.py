@@ -7,13 +7,14 @@ identifiers for the encrypted correspondence table) or a :class:`Rejected`. The 
 writes the rows; a worker never touches the database.
 
 Store files are written through a staging folder (``store/.staging``): a temporary file is
-written and flushed there, then renamed into place; the parent flushes the folders before it
-commits the rows. A crash leaves at most temporary files in the staging folder, which the
-ingest empties at start, and files without rows, which the spool redoes.
+written there, then renamed into place; the parent makes each batch durable before it
+commits the rows (:func:`flush_store`). A crash leaves at most temporary files in the staging
+folder, which the ingest empties at start, and files without rows, which the spool redoes.
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import hashlib
 import itertools
@@ -21,10 +22,13 @@ import logging
 import math
 import os
 import re
-from collections.abc import Iterable
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
@@ -48,6 +52,7 @@ from node.store.service import (
 logger = logging.getLogger(__name__)
 
 STAGING = ".staging"
+PARENT_CHECK_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class WorkerConfig:
     project: str
     secret: bytes = field(repr=False)
     store_dir: Path
+    parent_pid: int = 0  # the node's process: a worker outliving it ends itself
 
     @property
     def staging_dir(self) -> Path:
@@ -114,9 +120,40 @@ _state: dict[str, Any] = {}
 
 
 def init(config: WorkerConfig) -> None:
-    """Process initializer: one engine per worker."""
+    """Process initializer: one engine per worker, and a watch on the node's process."""
     _state["engine"] = build_engine(config)
     _state["writer"] = StoreWriter(config.store_dir)
+    if config.parent_pid:
+        threading.Thread(
+            target=_exit_with_parent, args=(config.parent_pid,), name="parent-watch", daemon=True
+        ).start()
+
+
+def _exit_with_parent(pid: int) -> None:
+    """A node killed outright (SIGKILL) cannot stop its pool: the workers would wait for
+    tasks forever, holding the node's files. They end themselves instead."""
+    while True:
+        time.sleep(PARENT_CHECK_SECONDS)
+        if not _alive(pid):
+            os._exit(0)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (killed, not yet reaped) does not."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123 - a hot, tiny read
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        pass  # no /proc: ask the kernel instead
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def ping() -> int:
@@ -187,9 +224,11 @@ def deidentify_and_store(
 class StoreWriter:
     """Atomic writes into the store through its staging folder.
 
-    The file is flushed before it is renamed into place; the rename itself becomes durable
-    when its folder is flushed, which the ingest's writer does once per folder and batch
-    (:func:`fsync_folder`) before it commits the rows.
+    A new file is renamed into place unflushed: the ingest's writer makes a whole batch of
+    files durable at once (:func:`flush_store`, one ``syncfs``) before it commits their rows.
+    Until then the arrival stays in the spool, so a crash in between only means the file is
+    written again. Flushing each file and its folder instead costs two journal commits per
+    instance, which on a busy disk is what an acknowledgement waits for.
     """
 
     def __init__(self, store_dir: Path) -> None:
@@ -202,12 +241,16 @@ class StoreWriter:
     def write(self, relative: str, data: bytes) -> Path:
         target = self.store_dir / relative
         temporary = self.staging / f"{os.getpid()}-{next(self._names)}"
+        # A file that replaces one (a re-sent instance) is flushed before the rename, so a
+        # crash cannot leave the stored instance empty; a new file is flushed with its batch.
+        replacing = not SYNCFS or target.exists()
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
             with os.fdopen(descriptor, "wb") as f:
                 f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+                if replacing:
+                    f.flush()
+                    os.fsync(f.fileno())
             try:
                 self._ensure_folder(target.parent)
                 temporary.replace(target)
@@ -238,6 +281,48 @@ class StoreWriter:
         if len(self._folders) > 10_000:
             self._folders.clear()
         self._folders.add(folder)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return cast(Callable[[int], int], function)
+
+
+SYNCFS = _load_syncfs()
+
+
+def flush_store(store_dir: Path, files: Iterable[Path]) -> None:
+    """Make files written into the store durable, their renames included.
+
+    On Linux one ``syncfs(2)`` of the store's file system does it for a whole batch; elsewhere
+    each file and each folder is flushed.
+    """
+    if SYNCFS is not None:
+        descriptor = os.open(store_dir, os.O_RDONLY)
+        try:
+            if SYNCFS(descriptor) != 0:
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error))
+        finally:
+            os.close(descriptor)
+        return
+    folders: set[Path] = set()
+    for path in files:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        folders.add(path.parent)
+    for folder in sorted(folders):
+        fsync_folder(folder)
 
 
 def fsync_folder(folder: Path) -> None:

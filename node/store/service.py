@@ -23,7 +23,7 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.orm import Session
 
 from node.store import correspondence
@@ -38,6 +38,7 @@ from node.store.models import (
     RejectedInstance,
     Series,
     Study,
+    utcnow,
 )
 
 logger = logging.getLogger(__name__)
@@ -207,6 +208,7 @@ class _BatchCache:
         self.recorded: set[str] = set()  # correspondence lookups known to be in the table
         self.pseudonyms: dict[str, str] = {}  # instance lookup -> stage-1 SOP UID
         self.instances: dict[str, Instance] = {}  # stage-1 SOP UID -> row
+        self.loaded = False  # patients, studies and series of the batch are all in the dicts
 
 
 def store_instance(*, session: Session, keyring: Keyring, record: InstanceRecord) -> StoreResult:
@@ -226,32 +228,144 @@ def store_batch(
     series rows are created on first sight and completed by later instances (a modality, a
     description the first one lacked). Correspondence rows map the hospital's patient ID and
     study, series and instance UIDs to their pseudonyms.
+
+    New instances — nearly all of a busy ingest — are inserted in bulk, a few queries per
+    batch whatever its size; duplicates and replacements go one by one.
     """
     cache = _BatchCache()
     _preload(session, keyring, records, cache)
-    results = [_store_one(session, keyring, record, cache) for record in records]
+    results: list[StoreResult | None] = [None] * len(records)
+    pending: dict[str, tuple[int, InstanceRecord, Series]] = {}  # new, by stage-1 SOP UID
+    copies: list[tuple[int, str]] = []  # (index, SOP UID) of a second copy in this batch
+    for index, record in enumerate(records):
+        lookup = keyring.lookup(INSTANCE, record.originals.sop_uid)
+        known = cache.pseudonyms.get(lookup, record.sop_uid)
+        previous = cache.instances.get(known) or cache.instances.get(record.sop_uid)
+        if previous is None and record.sop_uid in pending:
+            first = pending[record.sop_uid][1]
+            if (first.path, first.sha256) == (record.path, record.sha256):
+                copies.append((index, record.sop_uid))
+                continue
+            _insert_new(session, keyring, pending, cache, results)  # then replace it
+            pending = {}
+        elif previous is None:
+            pending[record.sop_uid] = (index, record, _upsert_hierarchy(session, record, cache))
+            continue
+        results[index] = _store_one(session, keyring, record, cache)
+    _insert_new(session, keyring, pending, cache, results)
+    for index, sop_uid in copies:
+        stored = cache.instances[sop_uid]
+        results[index] = StoreResult(StoreStatus.DUPLICATE, stored.id)
     session.flush()
-    return results
+    return [r for r in results if r is not None]
+
+
+def _insert_new(
+    session: Session,
+    keyring: Keyring,
+    pending: dict[str, tuple[int, InstanceRecord, Series]],
+    cache: _BatchCache,
+    results: list[StoreResult | None],
+) -> None:
+    """Insert new instances, their reports and correspondence in a few statements."""
+    if not pending:
+        return
+    session.flush()  # new patients, studies and series get their ids
+    items = sorted(pending.values(), key=lambda item: item[0])
+    now = utcnow()
+    inserted = session.execute(
+        insert(Instance).returning(Instance.id, sort_by_parameter_order=True),
+        [
+            {
+                "sop_uid": record.sop_uid,
+                "series_id": series.id,
+                "sop_class_uid": record.sop_class_uid[:64],
+                "instance_number": record.instance_number,
+                "path": record.path,
+                "size": record.size,
+                "sha256": record.sha256,
+                "transfer_syntax_uid": record.transfer_syntax_uid[:64],
+                "received_at": now,
+            }
+            for _, record, series in items
+        ],
+    ).scalars()
+    ids = list(inserted)
+    session.execute(
+        insert(DeidReport),
+        [
+            {
+                "instance_id": instance_id,
+                "profile": record.profile[:64],
+                "pixels": record.pixels[:128],
+                "actions": record.actions,
+            }
+            for instance_id, (_, record, _) in zip(ids, items, strict=True)
+        ],
+    )
+    correspondence_rows: list[dict[str, Any]] = []
+    for _, record, _ in items:
+        _record_correspondence(session, keyring, record, cache, bulk=correspondence_rows)
+    if correspondence_rows:
+        session.execute(insert(Correspondence), correspondence_rows)
+    for instance_id, (index, record, _) in zip(ids, items, strict=True):
+        results[index] = StoreResult(StoreStatus.STORED, instance_id)
+        cache.pseudonyms[keyring.lookup(INSTANCE, record.originals.sop_uid)] = record.sop_uid
+    for row in session.execute(select(Instance).where(Instance.id.in_(ids))).scalars():
+        cache.instances[row.sop_uid] = row
 
 
 def _preload(
     session: Session, keyring: Keyring, records: Sequence[InstanceRecord], cache: _BatchCache
 ) -> None:
-    """Look up the batch's instances in two queries per chunk rather than two per instance."""
-    lookups = sorted({keyring.lookup(INSTANCE, r.originals.sop_uid) for r in records})
-    for chunk in _chunks(lookups):
+    """Look up what the batch needs in a few queries per chunk rather than a few per
+    instance: the correspondence of its identifiers, its instances, patients, studies and
+    series."""
+    kinds: dict[str, str] = {}
+    for record in records:
+        originals = record.originals
+        for kind, original in (
+            (PATIENT, originals.patient_id),
+            (STUDY, originals.study_uid),
+            (SERIES, originals.series_uid),
+            (INSTANCE, originals.sop_uid),
+        ):
+            if original:
+                kinds[keyring.lookup(kind, original)] = kind
+    for chunk in _chunks(sorted(kinds)):
         rows = session.execute(
-            select(Correspondence.lookup, Correspondence.pseudonym).where(
-                Correspondence.kind == INSTANCE, Correspondence.lookup.in_(chunk)
+            select(Correspondence.kind, Correspondence.lookup, Correspondence.pseudonym).where(
+                Correspondence.lookup.in_(chunk)
             )
         )
-        for lookup, pseudonym in rows:
-            cache.pseudonyms[lookup] = pseudonym
+        for kind, lookup, pseudonym in rows:
+            if kinds.get(lookup) != kind:
+                continue
             cache.recorded.add(lookup)
+            if kind == INSTANCE:
+                cache.pseudonyms[lookup] = pseudonym
     wanted = sorted({*cache.pseudonyms.values(), *(r.sop_uid for r in records)})
     for chunk in _chunks(wanted):
         for row in session.execute(select(Instance).where(Instance.sop_uid.in_(chunk))).scalars():
             cache.instances[row.sop_uid] = row
+    _preload_hierarchy(session, records, cache)
+
+
+def _preload_hierarchy(
+    session: Session, records: Sequence[InstanceRecord], cache: _BatchCache
+) -> None:
+    for chunk in _chunks(sorted({r.subject_key for r in records})):
+        for patient in session.execute(
+            select(Patient).where(Patient.subject_key.in_(chunk))
+        ).scalars():
+            cache.patients[patient.subject_key] = patient
+    for chunk in _chunks(sorted({r.study_uid for r in records})):
+        for study in session.execute(select(Study).where(Study.study_uid.in_(chunk))).scalars():
+            cache.studies[study.study_uid] = study
+    for chunk in _chunks(sorted({r.series_uid for r in records})):
+        for series in session.execute(select(Series).where(Series.series_uid.in_(chunk))).scalars():
+            cache.series[series.series_uid] = series
+    cache.loaded = True
 
 
 def _store_one(
@@ -298,8 +412,16 @@ def _store_one(
 
 
 def _record_correspondence(
-    session: Session, keyring: Keyring, record: InstanceRecord, cache: _BatchCache
+    session: Session,
+    keyring: Keyring,
+    record: InstanceRecord,
+    cache: _BatchCache,
+    bulk: list[dict[str, Any]] | None = None,
 ) -> None:
+    """Remember the hospital's identifiers of ``record`` (patient ID, study, series and
+    instance UIDs) through :func:`node.store.correspondence.record`; a new instance's row,
+    the one row nearly every arrival adds, is encrypted the same way and collected in
+    ``bulk`` for one insert per batch."""
     originals = record.originals
     for kind, original, pseudonym in (
         (PATIENT, originals.patient_id, record.subject_key),
@@ -312,18 +434,34 @@ def _record_correspondence(
         lookup = keyring.lookup(kind, original)
         if lookup in cache.recorded:
             continue
+        cache.recorded.add(lookup)
+        if bulk is not None and kind == INSTANCE:
+            bulk.append(
+                {
+                    "kind": kind,
+                    "lookup": lookup,
+                    "pseudonym": pseudonym,
+                    "ciphertext": keyring.encrypt(kind, original),
+                    "key_id": keyring.current_id,
+                    "created_at": utcnow(),
+                }
+            )
+            continue
         correspondence.record(
             session=session, keyring=keyring, kind=kind, original=original, pseudonym=pseudonym
         )
-        cache.recorded.add(lookup)
 
 
 def _upsert_hierarchy(session: Session, record: InstanceRecord, cache: _BatchCache) -> Series:
     patient = cache.patients.get(record.subject_key)
     if patient is None:
-        patient = session.execute(
-            select(Patient).where(Patient.subject_key == record.subject_key)
-        ).scalar_one_or_none()
+        patient = (
+            None
+            if cache.loaded
+            else session.execute(
+                select(Patient).where(Patient.subject_key == record.subject_key)
+            ).scalar_one_or_none()
+        )
         if patient is None:
             patient = Patient(subject_key=record.subject_key, sex="", birth_year=None)
             session.add(patient)
@@ -332,9 +470,13 @@ def _upsert_hierarchy(session: Session, record: InstanceRecord, cache: _BatchCac
 
     study = cache.studies.get(record.study_uid)
     if study is None:
-        study = session.execute(
-            select(Study).where(Study.study_uid == record.study_uid)
-        ).scalar_one_or_none()
+        study = (
+            None
+            if cache.loaded
+            else session.execute(
+                select(Study).where(Study.study_uid == record.study_uid)
+            ).scalar_one_or_none()
+        )
         if study is None:
             study = Study(study_uid=record.study_uid, description="", modalities="")
             study.patient = patient
@@ -349,9 +491,13 @@ def _upsert_hierarchy(session: Session, record: InstanceRecord, cache: _BatchCac
 
     series = cache.series.get(record.series_uid)
     if series is None:
-        series = session.execute(
-            select(Series).where(Series.series_uid == record.series_uid)
-        ).scalar_one_or_none()
+        series = (
+            None
+            if cache.loaded
+            else session.execute(
+                select(Series).where(Series.series_uid == record.series_uid)
+            ).scalar_one_or_none()
+        )
         if series is None:
             series = Series(series_uid=record.series_uid)
             series.study = study

@@ -3,6 +3,7 @@ and recovered after a crash."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -82,7 +83,8 @@ def store_files(settings: NodeSettings) -> list[Path]:
 
 
 def spool_files(settings: NodeSettings) -> list[str]:
-    return sorted(os.listdir(settings.spool_dir)) if settings.spool_dir.exists() else []
+    folder = settings.spool_dir
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
 def assert_consistent(settings: NodeSettings, sessions: sessionmaker[Session]) -> None:
@@ -128,7 +130,7 @@ def test_the_arrival_check_reads_every_encoding_of_the_same_instance() -> None:
 @pytest.mark.parametrize("keep", [0.2, 0.5, 0.9, 0.99])
 def test_a_file_cut_short_is_unreadable(keep: float) -> None:
     data = sample_file("CT_small.dcm")
-    with pytest.raises(InstanceUnreadable, match="truncated|no DICM"):
+    with pytest.raises(InstanceUnreadable, match=r"truncated|no DICM"):
         validate.check(data[: int(len(data) * keep)])
 
 
@@ -332,17 +334,23 @@ def test_a_receiver_killed_mid_way_restarts_into_a_consistent_store(
         "SECRET": SECRET.decode(),
         "KEY": settings.correspondence_key.get_secret_value(),
     }
-    killed = subprocess.run(
-        [sys.executable, "-c", _RECEIVER, str(settings.data_dir), str(tmp_path / "corpus")],
-        env=environment,
-        cwd=REPOSITORY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    assert int(killed.stdout.split()[0]) == len(files)  # every one was acknowledged
+    log = tmp_path / "receiver.log"
+    with log.open("w") as output:
+        receiver = subprocess.Popen(
+            [sys.executable, "-c", _RECEIVER, str(settings.data_dir), str(tmp_path / "corpus")],
+            env=environment,
+            cwd=REPOSITORY,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers too: the whole node goes down at once
+        )
+        try:
+            receiver.wait(timeout=120)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(receiver.pid, signal.SIGKILL)
+    assert receiver.returncode == -signal.SIGKILL, log.read_text()[-2000:]
+    assert int(log.read_text().split()[0]) == len(files)  # every one was acknowledged
     assert spool_files(settings), "the receiver finished before it was killed"
     restarted = Ingest(settings, sessions)
     restarted.start()
