@@ -30,6 +30,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/deid/run.py
+	$(BIN)/python benchmarks/ingest/run.py  # needs Debian's dcmtk and orthanc
 
 clean:
 	rm -rf $(VENV) demo-output benchmarks/out .mypy_cache .ruff_cache .pytest_cache
