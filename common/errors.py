@@ -5,6 +5,7 @@
     ├── DeidError                     common.deid: de-identification
     │   ├── ProfileError              a profile file is invalid (names file and line)
     │   ├── LookupTableError          a subject-key lookup table is invalid
+    │   ├── SourceUnavailable         the input cannot be read now (I/O); try again later
     │   └── InstanceRejected          one instance cannot be released; carries a PHI-free reason
     │       ├── NotDicom              the input is not a DICOM file or is truncated
     │       ├── BurnedInRisk          pixel data may hold burned-in identifiers

@@ -33,7 +33,8 @@ class NotFound(NodeError):
     """Nothing of ``kind`` is known under ``key`` (a stage-1 UID or a job number)."""
 
     def __init__(self, kind: str, key: str | int) -> None:
-        super().__init__(f"no {kind} {key} on this node")
+        # The key is not echoed: a caller might paste a hospital UID by mistake.
+        super().__init__(f"no such {kind} on this node")
         self.kind = kind
         self.key = str(key)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -142,7 +142,12 @@ def load(config_file: Path | None = None, **overrides: Any) -> NodeSettings:
     _CONFIG_FILE["path"] = config_file
     try:
         return NodeSettings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        raise ConfigurationError(f"invalid node settings: {exc}") from None
+    except ValidationError as exc:
+        # Never the input values: a misspelt key may hold a secret.
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False)
+        )
+        raise ConfigurationError(f"invalid node settings: {problems}") from None
     finally:
         _CONFIG_FILE["path"] = None

@@ -23,6 +23,11 @@ class LookupTableError(DeidError):
     """A subject-key lookup table is invalid; the message names the file and the line."""
 
 
+class SourceUnavailable(DeidError):
+    """The input could not be read now (I/O error, permissions, file vanished): not a verdict
+    on the instance, so a receiver keeps it and tries again."""
+
+
 class InstanceRejected(DeidError):
     """This instance cannot be de-identified safely. ``reason`` is PHI-free."""
 

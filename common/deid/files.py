@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from common.deid.exceptions import NotDicom
+from common.deid.exceptions import NotDicom, SourceUnavailable
 from common.deid.reader import read_fast
 
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
@@ -46,7 +46,9 @@ def read_instance(path: Path) -> Dataset:
                 f"unreadable DICOM ({type(exc).__name__}): truncated or corrupt"
             ) from None
         except OSError as exc:
-            raise NotDicom(f"cannot read the file ({exc.strerror or type(exc).__name__})") from None
+            raise SourceUnavailable(
+                f"cannot read the file ({exc.strerror or type(exc).__name__})"
+            ) from None
         _ensure_transfer_syntax(ds)
         _check_complete(ds)
     return ds

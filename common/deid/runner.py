@@ -20,7 +20,7 @@ from typing import Any
 
 from common.crypto import Pseudonymizer, SiteSecret
 from common.deid.engine import Engine
-from common.deid.exceptions import InstanceRejected
+from common.deid.exceptions import InstanceRejected, SourceUnavailable
 from common.deid.files import read_instance, write_atomic
 from common.deid.profile import load_profile, read_lookup_table
 
@@ -115,6 +115,8 @@ def process_file(engine: Engine, source: Path, relative: str, output_root: Path)
         write_atomic(output_root / result.relative_path, result.data)
     except InstanceRejected as exc:
         return FileOutcome(relative, "rejected", size, code=exc.code, reason=exc.reason)
+    except SourceUnavailable as exc:
+        return FileOutcome(relative, "failed", size, code="unreadable", reason=str(exc))
     except Exception as exc:
         # Only the type: a message from deep inside a library might quote a value.
         logger.warning("de-identification failed with %s", type(exc).__name__)

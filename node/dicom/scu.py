@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 # pynetdicom dumps every C-FIND/C-GET/C-MOVE identifier at INFO unless told not to.
 _config.LOG_REQUEST_IDENTIFIERS = False
 _config.LOG_RESPONSE_IDENTIFIERS = False
+# At DEBUG its handlers print original SOP Instance UIDs: off here as in the server.
+_config.LOG_HANDLER_LEVEL = "none"
 
 # pynetdicom builds its SOP class names at run time, out of mypy's sight; the UIDs are stable.
 Verification = UID("1.2.840.10008.1.1")

@@ -143,7 +143,7 @@ class Ingest:
         Arrivals still waiting in the spool stay there for the next start.
         """
         with self._lock:
-            if self._state != "running":
+            if self._state not in ("running", "failed"):  # failed: still stop the workers
                 self._state = "stopped"
                 return
             self._state = "stopping"
@@ -285,8 +285,14 @@ class Ingest:
                     self._backlog.appendleft(entry)  # stopping: it stays in the spool
                     break
                 self._submit(entry)
-        except Exception:
-            logger.exception("ingest: the dispatcher stopped")
+        except Exception as exc:
+            # Refuse new arrivals (the sender gets "out of resources" and keeps the instance)
+            # rather than accept ones nothing will ever process.
+            logger.error(
+                "ingest: the dispatcher stopped (%s); arrivals are refused", type(exc).__name__
+            )
+            with self._lock:
+                self._state = "failed"
             raise
 
     def _take_suspect(self) -> SpoolEntry | None:
@@ -398,13 +404,17 @@ class Ingest:
             elif isinstance(outcome, worker.Vanished):
                 logger.warning("ingest: a spool entry vanished before stage 1 ran")
                 vanished.append(item.entry)
-        if stored or rejected:
-            self._commit(stored, rejected)
-        if vanished:
-            self._finished(vanished, Counter())
-        with self._changed:
-            self._in_flight -= released
-            self._changed.notify_all()
+        try:
+            if stored or rejected:
+                self._commit(stored, rejected)
+            if vanished:
+                self._finished(vanished, Counter())
+        finally:
+            # Always give the slots back: a failed commit leaves its entries in the spool
+            # (they are done again at the next start), but must not wedge the dispatcher.
+            with self._changed:
+                self._in_flight -= released
+                self._changed.notify_all()
 
     def _outcome(self, item: _Done) -> worker.Outcome | None:
         """The worker's outcome; None when the arrival goes back for another attempt."""

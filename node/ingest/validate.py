@@ -173,6 +173,11 @@ class _Walker:
             position += length
 
 
+# A deflated data set larger than this once inflated is refused (its header and pixels are
+# never that large in practice; an attacker's deflate bomb is).
+MAX_INFLATED_BYTES = 512 * 2**20
+
+
 def check(encoded: bytes) -> Arrival:
     """Raise InstanceUnreadable unless ``encoded`` is a structurally complete instance.
 
@@ -187,7 +192,7 @@ def check(encoded: bytes) -> Arrival:
         raise InstanceUnreadable(f"corrupt or truncated DICOM ({type(exc).__name__})") from None
 
 
-def _check(encoded: bytes) -> Arrival:  # noqa: PLR0912 - one check after the other
+def _check(encoded: bytes) -> Arrival:  # noqa: PLR0912, PLR0915 - one check after the other
     if len(encoded) < _PREAMBLE + 4 + 12 or encoded[_PREAMBLE : _PREAMBLE + 4] != b"DICM":
         raise InstanceUnreadable("not a DICOM file: no DICM prefix")
     meta_walker = _Walker(encoded, explicit=True, little=True)
@@ -215,7 +220,15 @@ def _check(encoded: bytes) -> Arrival:  # noqa: PLR0912 - one check after the ot
         raise InstanceUnreadable("the file meta names an unknown transfer syntax")
     data: bytes = encoded
     if syntax == _DEFLATED:
-        data = zlib.decompress(encoded[position:], -zlib.MAX_WBITS)
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        try:
+            data = inflater.decompress(encoded[position:], MAX_INFLATED_BYTES)
+        except zlib.error:
+            raise InstanceUnreadable("the deflated data set does not inflate") from None
+        if inflater.unconsumed_tail:  # a deflate bomb, or an absurdly large data set
+            raise InstanceUnreadable(
+                f"the deflated data set inflates beyond {MAX_INFLATED_BYTES // 2**20} MiB"
+            )
         position = 0
     explicit = syntax != _IMPLICIT_LITTLE
     if explicit and position + 6 <= len(data) and not data[position + 4 : position + 6].isalpha():

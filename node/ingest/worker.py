@@ -36,7 +36,7 @@ from pydicom.tag import BaseTag
 
 from common.crypto import Pseudonymizer, SiteSecret
 from common.deid.engine import Engine
-from common.deid.exceptions import InstanceRejected
+from common.deid.exceptions import InstanceRejected, SourceUnavailable
 from common.deid.files import read_instance
 from common.deid.profile import load_profile, read_lookup_table
 from node.store.service import (
@@ -121,6 +121,8 @@ _state: dict[str, Any] = {}
 
 def init(config: WorkerConfig) -> None:
     """Process initializer: one engine per worker, and a watch on the node's process."""
+    # pydicom logs invalid values verbatim ("Invalid value for VR PN: '...'"): never here.
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
     _state["engine"] = build_engine(config)
     _state["writer"] = StoreWriter(config.store_dir)
     if config.parent_pid:
@@ -189,6 +191,11 @@ def deidentify_and_store(
         if not path.exists():
             return Vanished()
         return Rejected(Rejection(exc.code, exc.reason, source, sop_class, modality, job_id))
+    except (SourceUnavailable, MemoryError) as exc:
+        # Not a verdict on the instance: it was acknowledged, so keep it and try again.
+        if not path.exists():
+            return Vanished()
+        return Retry(f"stage 1 could not run now ({type(exc).__name__})")
     except Exception as exc:
         # Only the type: a library's message might quote a value of the file.
         logger.warning("stage 1 failed on an arrival with %s", type(exc).__name__)

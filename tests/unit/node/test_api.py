@@ -273,10 +273,13 @@ def test_the_instances_of_a_series(client: TestClient, instance: Instance) -> No
         ("/instances/{uid}/preview.png", "instance"),
     ],
 )
-def test_an_unknown_uid_is_a_404_that_names_it(client: TestClient, path: str, kind: str) -> None:
+def test_an_unknown_uid_is_a_404_that_does_not_echo_it(
+    client: TestClient, path: str, kind: str
+) -> None:
+    """A caller may paste a hospital UID by mistake: the answer must not repeat it."""
     response = client.get(path.format(uid=UNKNOWN_UID), headers=AUTH)
     assert response.status_code == 404
-    assert response.json() == {"detail": f"no {kind} {UNKNOWN_UID} on this node"}
+    assert response.json() == {"detail": f"no such {kind} on this node"}
 
 
 # -- the QA preview -------------------------------------------------------------------------
