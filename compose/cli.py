@@ -9,6 +9,7 @@ import typer
 from common.deid import cli as deid_cli
 from compose import demo
 from node.cli import node_app
+from ontology.cli import ontology_app
 
 app = typer.Typer(
     help="havenet: federated, privacy-first sharing of hospital images and records.",
@@ -20,6 +21,7 @@ app.command("secret")(deid_cli.new_secret)
 app.command("profile")(deid_cli.check_profile)
 app.command("demo")(demo.demo)
 app.add_typer(node_app, name="node")
+app.add_typer(ontology_app, name="ontology")
 
 
 def main() -> None:
