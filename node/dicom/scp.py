@@ -77,6 +77,9 @@ from node.settings import NodeSettings
 
 logger = logging.getLogger(__name__)
 
+# How long stop() waits, in all, for the aborted associations' threads to end.
+ASSOCIATION_STOP_SECONDS = 1.0
+
 SUCCESS = 0x0000
 CANNOT_UNDERSTAND = 0xC210
 OUT_OF_RESOURCES = 0xA700
@@ -212,13 +215,25 @@ class StorageServer:
         return int(self._server.server_address[1])
 
     def stop(self) -> None:
-        """Stop listening and end the associations in progress."""
+        """Stop listening and end the associations in progress.
+
+        An instance whose C-STORE was cut off before its acknowledgement is sent again by
+        its sender; one already in the spool is stored once (duplicates are found).
+        """
         server, self._server = self._server, None
         if server is None:
             return
-        server.shutdown()
+        server.shutdown()  # no new associations from here on
         server.server_close()
-        logger.info("DICOM server stopped")
+        running = list(server.active_associations)
+        for association in running:
+            association.abort()
+        # A short, shared wait: a connection that never sent its request may not notice the
+        # abort at once, and its thread is a daemon that ends with the process anyway.
+        deadline = time.monotonic() + ASSOCIATION_STOP_SECONDS
+        for association in running:
+            association.join(timeout=max(0.0, deadline - time.monotonic()))
+        logger.info("DICOM server stopped (%d association(s) ended)", len(running))
 
     # -- handlers ----------------------------------------------------------------------------
 

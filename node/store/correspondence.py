@@ -23,6 +23,8 @@ from common.errors import ConfigurationError, HavenetError
 from node.store.models import Correspondence
 
 KEY_BYTES = 32
+# 32 random bytes have about 30 distinct values; a typed or patterned key has few.
+_MIN_DISTINCT_BYTES = 16
 _NONCE_BYTES = 12
 
 
@@ -43,6 +45,11 @@ def parse_key(text: str) -> bytes:
         except ValueError:
             continue
         if len(key) == KEY_BYTES:
+            if len(set(key)) < _MIN_DISTINCT_BYTES:
+                raise ConfigurationError(
+                    "the correspondence key is not random (too few distinct bytes); "
+                    "generate one with `havenet node keys new`"
+                )
             return key
     raise ConfigurationError(
         "the correspondence key must be 32 bytes, base64 or hex; "

@@ -247,6 +247,19 @@ def test_corrupt_bytes_sent_raw_get_a_failure_status(start_node: NodeFactory) ->
         assoc.release()
 
 
+def test_stopping_the_server_ends_associations_in_progress(start_node: NodeFactory) -> None:
+    node = start_node(workers=1)
+    scu = AE(ae_title="HOLDER")
+    scu.add_requested_context(Verification)
+    assoc = scu.associate("127.0.0.1", node.port, ae_title=NODE_AE)
+    assert assoc.is_established
+    node.server.stop()
+    assoc.join(timeout=10)
+    assert not assoc.is_alive()
+    assert assoc.is_aborted
+    assert not assoc.is_established
+
+
 def _send_raw(assoc: object, encoded: bytes, folder: Path) -> int:
     """C-STORE the data set of ``encoded`` byte for byte (pynetdicom's file-path mode)."""
     path = folder / "damaged.dcm"

@@ -3,6 +3,7 @@ echo input values, and hostile input cannot exhaust memory."""
 
 from __future__ import annotations
 
+import base64
 import io
 import zlib
 from pathlib import Path
@@ -15,6 +16,7 @@ from common.errors import ConfigurationError
 from node import settings as node_settings
 from node.ingest import validate, worker
 from node.ingest.exceptions import InstanceUnreadable
+from node.store.correspondence import new_key, parse_key
 from tests.conftest import ct_dataset
 
 
@@ -67,3 +69,13 @@ def test_a_deflate_bomb_is_refused_without_inflating_it(monkeypatch: pytest.Monk
     assert len(bomb) < 64 * 2**10
     with pytest.raises(InstanceUnreadable, match="inflates beyond 1 MiB"):
         validate.check(bomb)
+
+
+@pytest.mark.parametrize("key", [b"\x00" * 32, b"ab" * 16, bytes(range(8)) * 4])
+def test_a_correspondence_key_that_is_not_random_is_refused(key: bytes) -> None:
+    with pytest.raises(ConfigurationError, match="not random"):
+        parse_key(base64.b64encode(key).decode())
+
+
+def test_a_new_correspondence_key_is_accepted() -> None:
+    assert len(parse_key(new_key())) == 32
