@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from pydicom._dicom_dict import DicomDictionary
 from pydicom._uid_dict import UID_dictionary
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import DataElement, RawDataElement
@@ -39,7 +38,7 @@ from common.deid import pixels
 from common.deid.encode import encode, raw_sequence
 from common.deid.exceptions import BurnedInRisk, InstanceRejected, SubjectNotInLookup
 from common.deid.leak import IDENTIFYING_KEYWORDS, Needles, collect_identifiers
-from common.deid.profile import Action, Override, Profile
+from common.deid.profile import Action, Override, Profile, dictionary_vr
 from common.deid.table import BASIC_PROFILE_CODE, OPTION_CODES, Option, rows, safe_private
 
 logger = logging.getLogger(__name__)
@@ -304,7 +303,7 @@ class Engine:
                 private.append(tag)
                 continue
             raw = elements[tag]
-            vr = raw.VR if raw.VR else _dictionary_vr(tag)
+            vr = raw.VR if raw.VR else dictionary_vr(tag)
             rule = self._rule_for(int(tag), vr)
             if rule is None and clean_text and vr in _TEXT_VRS:
                 rule = _CLEAN_TEXT
@@ -684,11 +683,6 @@ def _codec(ds: Dataset) -> str | None:
     if not names:
         return "ascii"
     return _SIMPLE_CHARSETS.get(names[0]) if len(names) == 1 else None
-
-
-def _dictionary_vr(tag: int) -> str:
-    entry = DicomDictionary.get(tag)
-    return entry[0] if entry else "UN"
 
 
 def _values(value: Any) -> list[str]:

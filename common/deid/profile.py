@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom._dicom_dict import DicomDictionary
+from pydicom.datadict import tag_for_keyword
 from pydicom.tag import BaseTag, Tag
 
 from common.deid.exceptions import LookupTableError, ProfileError
@@ -411,10 +412,9 @@ class _Reader:
 
 
 def dictionary_vr(tag: int) -> str:
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:
-        return "UN"
+    """The VR the data dictionary gives ``tag`` ("UN" when it does not know it)."""
+    entry = DicomDictionary.get(tag)
+    return entry[0] if entry else "UN"
 
 
 def parse_profile(text: str, source: str, base: Path | None = None) -> Profile:

@@ -23,6 +23,7 @@ from common.deid.engine import Engine
 from common.deid.exceptions import InstanceRejected, SourceUnavailable
 from common.deid.files import read_instance, write_atomic
 from common.deid.profile import load_profile, read_lookup_table
+from common.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
@@ -133,14 +134,17 @@ def process_file(engine: Engine, source: Path, relative: str, output_root: Path)
     )
 
 
-def discover(root: Path) -> Iterator[tuple[Path, str]]:
-    """Every file under ``root`` (or ``root`` itself), in a stable order, lazily."""
+def discover(root: Path, *, skip: Path | None = None) -> Iterator[tuple[Path, str]]:
+    """Every file under ``root`` (or ``root`` itself), in a stable order, lazily; the folder
+    ``skip`` (an output inside the input) is left out as a whole."""
     if root.is_file():
         yield root, root.name
         return
     for directory, subdirs, files in os.walk(root):
-        subdirs.sort()
         base = Path(directory)
+        if skip is not None:
+            subdirs[:] = [d for d in subdirs if (base / d).resolve() != skip]
+        subdirs.sort()
         for name in sorted(files):
             if name in (REPORT_NAME, SUMMARY_NAME):
                 continue  # an earlier run's own report, when its output is this run's input
@@ -190,6 +194,10 @@ def run(
 ) -> Summary:
     """De-identify everything under ``source`` into ``output``; write report and summary."""
     engine = build_engine(config)  # validates profile, secret and lookup before any work
+    if source.resolve() == output.resolve() or output.resolve() in source.resolve().parents:
+        raise ConfigurationError(
+            "the input lies inside the output folder: choose an output outside the input"
+        )
     output.mkdir(parents=True, exist_ok=True)
     summary = Summary()
     started = time.perf_counter()
@@ -205,7 +213,7 @@ def run(
             if on_outcome is not None:
                 on_outcome(outcome)
 
-        files = (item for item in discover(source) if not _inside(item[0], output))
+        files = discover(source, skip=output.resolve())
         if workers <= 1:
             for path, relative in files:
                 record(process_file(engine, path, relative, output))
@@ -216,16 +224,8 @@ def run(
                     for outcome in pool.imap(_work, batch, chunksize=8):
                         record(outcome)
     summary.seconds = time.perf_counter() - started
-    (output / SUMMARY_NAME).write_text(json.dumps(summary.as_dict(), indent=1) + "\n")
+    write_atomic(output / SUMMARY_NAME, (json.dumps(summary.as_dict(), indent=1) + "\n").encode())
     return summary
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _size(path: Path) -> int:

@@ -127,3 +127,18 @@ def test_a_missing_lookup_entry_rejects_the_file(tmp_path, secret_file) -> None:
     assert code == 1
     assert "not in the project's lookup table" in output
     assert not list((tmp_path / "out").rglob("*.dcm"))
+
+
+def test_an_output_folder_inside_the_input_is_not_read_back(tmp_path, secret_file) -> None:
+    make_input(tmp_path / "in")
+    deid(tmp_path / "in", tmp_path / "in" / "out", secret_file)
+    code, output = deid(tmp_path / "in", tmp_path / "in" / "out", secret_file)
+    assert "5 files: 3 written, 2 rejected" in output  # the 3 outputs are not inputs
+    assert code == 1
+
+
+def test_an_input_inside_the_output_is_refused(tmp_path, secret_file) -> None:
+    make_input(tmp_path / "out" / "in")
+    code, output = deid(tmp_path / "out" / "in", tmp_path / "out", secret_file)
+    assert code == 2
+    assert "the input lies inside the output folder" in output
