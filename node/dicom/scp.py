@@ -65,6 +65,7 @@ from pynetdicom import (
 )
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
+from pynetdicom.fsm import InvalidEventError
 from pynetdicom.pdu import A_ABORT_RQ
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
@@ -227,7 +228,7 @@ class StorageServer:
         server.server_close()
         running = list(server.active_associations)
         for association in running:
-            association.abort()
+            _end(association)
         # A short, shared wait: a connection that never sent its request may not notice the
         # abort at once, and its thread is a daemon that ends with the process anyway.
         deadline = time.monotonic() + ASSOCIATION_STOP_SECONDS
@@ -311,6 +312,21 @@ def encode_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_
         )
     )
     return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
+
+
+def _end(association: Any) -> None:
+    """Abort an established association; drop the connection of one still negotiating.
+
+    PS3.8 defines no A-ABORT before the peer's A-ASSOCIATE-RQ arrived (Sta2), so such a
+    connection is closed instead (Evt17, valid in every state with a connection).
+    """
+    if association.is_established:
+        association.abort()
+        return
+    transport = association.dul.socket
+    if transport is not None:
+        with contextlib.suppress(OSError):
+            transport.close()
 
 
 def _calling_ae(event: evt.Event) -> str:
@@ -402,7 +418,18 @@ class _ResponsiveDUL(DULServiceProvider):
             except queue.Empty:
                 sleep = True
                 continue
-            self.state_machine.do_action(event)
+            try:
+                self.state_machine.do_action(event)
+            except InvalidEventError:  # e.g. a local abort racing the peer's close
+                logger.warning("DICOM server: an association event out of order; it is closed")
+                self.assoc.is_aborted = True
+                self.assoc.is_established = False
+                self.assoc._kill = True
+                self._kill_thread = True
+                if self.socket is not None:
+                    with contextlib.suppress(Exception):
+                        self.socket.close()
+                return
             sleep = False
 
 

@@ -12,10 +12,12 @@ import io
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,6 +260,34 @@ def test_stopping_the_server_ends_associations_in_progress(start_node: NodeFacto
     assert not assoc.is_alive()
     assert assoc.is_aborted
     assert not assoc.is_established
+
+
+def test_stopping_the_server_drops_a_connection_that_never_asked(
+    start_node: NodeFactory,
+) -> None:
+    """PS3.8 has no abort before the A-ASSOCIATE-RQ: the connection is closed instead."""
+    node = start_node(workers=1)
+    failures: list[threading.ExceptHookArgs] = []
+    previous = threading.excepthook
+    threading.excepthook = failures.append
+    try:
+        with socket.create_connection(("127.0.0.1", node.port), timeout=5) as silent:
+            _wait_for_association(node.server)
+            node.server.stop()
+            assert silent.recv(1) == b""  # closed by the node, nothing sent
+    finally:
+        threading.excepthook = previous
+    assert failures == []
+
+
+def _wait_for_association(server: StorageServer) -> None:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        running = server._server.active_associations if server._server else []
+        if running:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the node never took the connection")
 
 
 def _send_raw(assoc: object, encoded: bytes, folder: Path) -> int:
