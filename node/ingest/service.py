@@ -34,7 +34,7 @@ import queue
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -101,6 +101,7 @@ class Ingest:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._pending = 0  # spool entries not yet finished (queued or in flight)
+        self._pending_jobs: Counter[int] = Counter()  # the same, of each selection job
         self._in_flight = 0
         self._in_flight_limit = max(8, IN_FLIGHT_PER_WORKER * self._workers)
         self._counts: Counter[str] = Counter()
@@ -124,6 +125,7 @@ class Ingest:
         with self._lock:
             self._backlog.extend(recovered)
             self._pending += len(recovered)
+            self._pending_jobs.update(e.job_id for e in recovered if e.job_id is not None)
             self._state = "running"
         self._threads = [
             threading.Thread(target=self._dispatch, name="ingest-dispatcher", daemon=True),
@@ -219,6 +221,8 @@ class Ingest:
         except InstanceUnreadable as exc:
             with self._lock:
                 self._pending += 1  # until its rejection is written
+                if job_id is not None:
+                    self._pending_jobs[job_id] += 1
             self._results.put(
                 _Refused(store.Rejection(exc.code, exc.reason, source, job_id=job_id))
             )
@@ -232,6 +236,8 @@ class Ingest:
             ) from None
         with self._lock:
             self._pending += 1
+            if job_id is not None:
+                self._pending_jobs[job_id] += 1
             self._counts["received"] += 1
         while not self._stopping.is_set():
             try:
@@ -241,11 +247,12 @@ class Ingest:
                 continue  # the workers are behind: wait, so the sender slows down
         # Stopping: the entry is durable and will be processed at the next start.
 
-    def drain(self, timeout: float = 60.0) -> None:
-        """Wait until every accepted arrival is stored or rejected (tests, CLI)."""
+    def drain(self, timeout: float = 60.0, *, job_id: int | None = None) -> None:
+        """Wait until every accepted arrival is stored or rejected — or, with ``job_id``,
+        every arrival of that job, whatever else keeps the node busy."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self._pending:
+            while self._pending_jobs[job_id] if job_id is not None else self._pending:
                 if self._state not in ("running", "starting"):
                     raise IngestStopped(
                         f"the ingest is not running; {self._pending} arrival(s) wait in the spool"
@@ -485,7 +492,7 @@ class Ingest:
             if result.obsolete:
                 store.remove_files(self.settings.data_dir, result.obsolete)
         entries = [e for e, _ in stored] + [e for e, _ in rejected if e is not None]
-        self._finished(entries, tally, refused=sum(1 for e, _ in rejected if e is None))
+        self._finished(entries, tally, refused=[r.job_id for e, r in rejected if e is None])
 
     def _commit_one_by_one(
         self,
@@ -498,7 +505,9 @@ class Ingest:
             def write_record(session: Session, r: store.InstanceRecord = record) -> object:
                 return store.store_batch(session=session, keyring=keyring, records=[r])
 
-            self._commit_single(entry, write_record, source=entry.source, job_id=entry.job_id)
+            self._commit_single(
+                entry, write_record, source=entry.source, job_id=entry.job_id, written=record.path
+            )
         for maybe_entry, rejection in rejected:
 
             def write_rejection(session: Session, r: store.Rejection = rejection) -> object:
@@ -515,6 +524,7 @@ class Ingest:
         *,
         source: str,
         job_id: int | None,
+        written: str | None = None,
     ) -> None:
         tally: Counter[str] = Counter()
         try:
@@ -529,13 +539,18 @@ class Ingest:
                     session=session,
                     rejections=[store.Rejection("store-conflict", str(exc), source, job_id=job_id)],
                 )
+                unreferenced = written is not None and not store.path_in_use(
+                    session=session, path=written
+                )
+            if unreferenced and written is not None:
+                store.remove_files(self.settings.data_dir, [written])
             tally["rejected"] += 1
         except Exception as exc:
             if entry is not None:
                 self._later(entry, f"the database refused the rows ({type(exc).__name__})")
             else:
                 logger.warning("ingest: a rejection could not be recorded (%s)", type(exc).__name__)
-                self._finished([], Counter(), refused=1)
+                self._finished([], Counter(), refused=[job_id])
             return
         else:
             if isinstance(outcome, list):
@@ -545,16 +560,26 @@ class Ingest:
                         store.remove_files(self.settings.data_dir, result.obsolete)
             else:
                 tally["rejected"] += 1
-        self._finished([entry] if entry is not None else [], tally, refused=int(entry is None))
+        self._finished(
+            [entry] if entry is not None else [], tally, refused=[] if entry else [job_id]
+        )
 
-    def _finished(self, entries: list[SpoolEntry], tally: Counter[str], refused: int = 0) -> None:
-        """The outcome of these entries (and of ``refused`` arrivals never spooled) is
-        committed: drop them from the spool."""
+    def _finished(
+        self,
+        entries: list[SpoolEntry],
+        tally: Counter[str],
+        refused: Sequence[int | None] = (),
+    ) -> None:
+        """The outcome of these entries (and of arrivals never spooled, by the job they came
+        for) is committed: drop them from the spool."""
         for entry in entries:
             self._spool.remove(entry)
         with self._changed:
             self._counts.update(tally)
-            self._pending -= len(entries) + refused
+            self._pending -= len(entries) + len(refused)
+            for job_id in itertools.chain((e.job_id for e in entries), refused):
+                if job_id is not None:
+                    self._pending_jobs[job_id] -= 1
             self._changed.notify_all()
 
 

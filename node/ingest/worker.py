@@ -201,8 +201,10 @@ def deidentify_and_store(
         logger.warning("stage 1 failed on an arrival with %s", type(exc).__name__)
         reason = f"stage 1 failed ({type(exc).__name__})"
         return Rejected(Rejection("failed", reason, source, sop_class, modality, job_id))
+    digest = hashlib.sha256(result.data).hexdigest()
     try:
-        writer.write(result.relative_path, result.data)
+        relative = writer.place(result.relative_path, digest)
+        writer.write(relative, result.data)
     except OSError as exc:
         return Retry(f"cannot write the store ({_errno(exc)})")
     report = result.report
@@ -213,9 +215,9 @@ def deidentify_and_store(
         sop_uid=report.sop_instance_uid,
         sop_class_uid=sop_class,
         instance_number=_Header(ds).integer(0x00200013),
-        path=relative_store_path(result.relative_path),
+        path=relative_store_path(relative),
         size=len(result.data),
-        sha256=hashlib.sha256(result.data).hexdigest(),
+        sha256=digest,
         transfer_syntax_uid=str(ds.file_meta.get("TransferSyntaxUID", "")),
         profile=report.profile,
         pixels=report.pixels,
@@ -244,6 +246,22 @@ class StoreWriter:
         self.staging.mkdir(parents=True, exist_ok=True)
         self._folders: set[Path] = set()
         self._names = itertools.count()
+
+    def place(self, relative: str, sha256: str) -> str:
+        """Where a file with this content goes: ``relative``, unless another content is
+        stored there (a corrected re-send). Then beside it, named by its digest, so the
+        stored file keeps matching its row until the new row commits (the old file is
+        removed after that; if the commit fails, the new one is)."""
+        target = self.store_dir / relative
+        try:
+            with target.open("rb") as existing:
+                if hashlib.file_digest(existing, "sha256").hexdigest() == sha256:
+                    return relative
+        except FileNotFoundError:
+            return relative
+        stem, dot, suffix = relative.rpartition(".")
+        base = stem if dot else relative
+        return f"{base}.{sha256[:16]}{dot}{suffix}" if dot else f"{base}.{sha256[:16]}"
 
     def write(self, relative: str, data: bytes) -> Path:
         target = self.store_dir / relative

@@ -90,7 +90,7 @@ class IngestSink(Protocol):
 
     def accept(self, encoded: bytes, *, source: str, job_id: int | None = None) -> object: ...
 
-    def drain(self, timeout: float, /) -> object: ...
+    def drain(self, timeout: float, /, *, job_id: int | None = None) -> object: ...
 
 
 class PacsOperations(Protocol):
@@ -382,7 +382,7 @@ class Runner:
         with transaction(self.sessions) as session:
             job = service.get(session=session, job_id=job_id)
             if job.kind == JobKind.RESTORE.value:
-                studies, extra = self._restore_plan(session, client, spec)
+                studies, extra = self._restore_plan(session, client, spec, job_id)
             else:
                 studies, extra = self._retrieve_plan(job, client, spec)
         studies = self._narrow_to_series(client, studies, spec)
@@ -447,9 +447,10 @@ class Runner:
         return studies, {"unmatched": unmatched, "modalities": _modalities(matches)}
 
     def _restore_plan(
-        self, session: Session, client: PacsOperations, spec: dict[str, Any]
+        self, session: Session, client: PacsOperations, spec: dict[str, Any], job_id: int
     ) -> tuple[list[PlannedStudy], dict[str, Any]]:
-        """Subject keys and stage-1 study UIDs back to the hospital's identifiers."""
+        """Subject keys and stage-1 study UIDs back to the hospital's identifiers; each
+        look-up is a re-identification, audited as ``havenet node reidentify`` is."""
         keyring = self.settings.keyring()
         wanted = [str(u) for u in spec.get("study_uids", [])]
         queries: list[StudyQuery] = []
@@ -458,6 +459,7 @@ class Runner:
             originals = correspondence.originals_for(
                 session=session, keyring=keyring, kind=PATIENT_KIND, pseudonym=str(key)
             )
+            _audit_reidentified(session, job_id, PATIENT_KIND, str(key), len(originals))
             if not originals:
                 unresolved.append(str(key))
             queries += [StudyQuery(patient_id=p) for p in originals]
@@ -472,6 +474,7 @@ class Runner:
             originals = correspondence.originals_for(
                 session=session, keyring=keyring, kind=STUDY_KIND, pseudonym=uid
             )
+            _audit_reidentified(session, job_id, STUDY_KIND, uid, len(originals))
             by_uid += [StudyQuery(study_uid=o) for o in originals]
         if by_uid:
             matches += [
@@ -612,7 +615,7 @@ class Runner:
         """Write one study's outcome and the job's counters in one transaction."""
         if result is not None:
             # Stage 1 has run on everything this study brought before it is counted.
-            self.ingest.drain(self.drain_seconds)
+            self.ingest.drain(self.drain_seconds, job_id=job_id)
         with transaction(self.sessions) as session:
             job = service.get(session=session, job_id=job_id)
             studies = {k: dict(v) for k, v in cast(dict[str, Any], job.report["studies"]).items()}
@@ -757,6 +760,19 @@ class Runner:
             job.stored = sum(int(e["instances"]) for e in subjects.values())
         logger.info("job %d: subject %s %s", job_id, key, entry["state"])
         return paths
+
+
+def _audit_reidentified(
+    session: Session, job_id: int, kind: str, pseudonym: str, found: int
+) -> None:
+    audit.append(
+        session,
+        AuditRecord,
+        actor=f"job {job_id}",
+        action="reidentify",
+        subject=pseudonym,
+        details={"kind": kind, "purpose": "restore from the PACS", "originals": found},
+    )
 
 
 def study_queries(

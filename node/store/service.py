@@ -677,6 +677,11 @@ def delete_patient(*, session: Session, subject_key: str) -> list[Path]:
     return paths
 
 
+def path_in_use(*, session: Session, path: str) -> bool:
+    """Whether an instance row points at this stored file."""
+    return session.scalar(select(Instance.id).where(Instance.path == path).limit(1)) is not None
+
+
 def remove_files(data_dir: Path, paths: Iterable[Path | str]) -> int:
     """Remove stored files (relative to ``data_dir``) and the folders they leave empty."""
     removed = 0

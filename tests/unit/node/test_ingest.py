@@ -4,9 +4,11 @@ and recovered after a crash."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -22,6 +24,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.crypto import Pseudonymizer
 from compose.synthetic.dicom import generate_corpus
 from node.ingest import validate
 from node.ingest.exceptions import IngestStopped, InstanceUnreadable
@@ -91,6 +94,8 @@ def assert_consistent(settings: NodeSettings, sessions: sessionmaker[Session]) -
     """Every row has its file with its hash, every file its row, nothing left half-done."""
     rows = instances(sessions)
     assert sorted(settings.data_dir / row.path for row in rows) == store_files(settings)
+    for row in rows:
+        assert hashlib.sha256((settings.data_dir / row.path).read_bytes()).hexdigest() == row.sha256
     assert len({row.sop_uid for row in rows}) == len(rows)
     assert list((settings.store_dir / ".staging").iterdir()) == []
     assert [name for name in spool_files(settings) if name.startswith(".")] == []
@@ -198,6 +203,52 @@ def test_an_arrival_is_pseudonymized_and_stored_with_its_rows(
         "retried": 0,
     }
     assert spool_files(settings) == []
+    assert_consistent(settings, sessions)
+
+
+def test_a_job_waits_for_its_own_arrivals_not_for_the_whole_node(
+    ingest: Ingest, settings: NodeSettings, sessions: sessionmaker[Session]
+) -> None:
+    blocker = sqlite3.connect(settings.data_dir / "node.db", timeout=0)
+    blocker.execute("BEGIN IMMEDIATE")  # the store cannot commit: arrivals stay pending
+    try:
+        ingest.accept(encode(ct_dataset()), source="c-store MODALITY")
+        with pytest.raises(TimeoutError):
+            ingest.drain(0.5)
+        ingest.drain(0.5, job_id=41)  # job 41 brought nothing: it is done at once
+    finally:
+        blocker.rollback()
+        blocker.close()
+    original = "1.2.826.0.1.3680043.10.1.1.1.41"
+    ingest.accept(encode(ct_dataset(sop_uid=original)), source="job 41", job_id=41)
+    ingest.drain(30, job_id=41)
+    stage1_uid = Pseudonymizer(settings.secret(), settings.site_project).uid(original)
+    assert stage1_uid in {i.sop_uid for i in instances(sessions)}
+    ingest.drain(30)
+    assert len(instances(sessions)) == 2
+
+
+def test_a_corrected_resend_replaces_the_stored_file_only_with_its_row(
+    ingest: Ingest, settings: NodeSettings, sessions: sessionmaker[Session]
+) -> None:
+    first = ct_dataset()
+    ingest.accept(encode(first), source="c-store PACS")
+    ingest.drain(30)
+    [before] = instances(sessions)
+    corrected = ct_dataset()
+    corrected.StudyDescription = "CT HEAD corrected"
+    ingest.accept(encode(corrected), source="c-store PACS")
+    ingest.drain(30)
+    [after] = instances(sessions)
+    assert after.sha256 != before.sha256
+    assert after.path != before.path  # written beside the old file, which then went
+    assert not (settings.data_dir / before.path).exists()
+    assert ingest.counts()["replaced"] == 1
+    assert_consistent(settings, sessions)
+    ingest.accept(encode(first), source="c-store PACS")  # and back again
+    ingest.drain(30)
+    [again] = instances(sessions)
+    assert (again.path, again.sha256) == (before.path, before.sha256)
     assert_consistent(settings, sessions)
 
 

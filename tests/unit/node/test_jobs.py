@@ -347,7 +347,8 @@ class FakeIngest:
                 pseudonym=pseudonym,
             )
 
-    def drain(self, timeout: float) -> bool:
+    def drain(self, timeout: float, *, job_id: int | None = None) -> bool:
+        assert job_id is not None  # a job waits for its own arrivals only
         self.drained += 1
         return True
 
@@ -948,6 +949,11 @@ def test_a_restore_fetches_what_a_clean_up_removed_with_the_same_pseudonyms_and_
     assert store_snapshot(sessions) == before
     assert sorted(pacs.retrievals) == [f"{ROOT}.1", f"{ROOT}.2"]
     assert load(sessions, restore_id).stored == 4
+    with transaction(sessions) as session:
+        looked_up = session.execute(
+            select(AuditRecord.actor, AuditRecord.subject).where(AuditRecord.action == "reidentify")
+        ).all()
+    assert looked_up == [(f"job {restore_id}", alpha)]  # each re-identification is audited
 
 
 def test_a_restore_of_chosen_study_uids_fetches_only_those(

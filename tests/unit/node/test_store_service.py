@@ -204,12 +204,15 @@ def test_an_instance_resent_with_other_content_replaces_the_stored_one(
     corrected = ct_dataset()
     corrected.SeriesDescription = "AX HEAD 2.5mm"
     second = arrive(stage1, tmp_path, corrected)
-    assert second.path == first.path and second.sha256 != first.sha256
+    # Beside the stored file, not over it: until the new row commits, the old file and its
+    # row still agree.
+    assert second.path != first.path and second.sha256 != first.sha256
+    assert Path(second.path).parent == Path(first.path).parent
     with transaction(sessions) as session:
         store.store_batch(session=session, keyring=keyring, records=[first])
     with transaction(sessions) as session:
         [result] = store.store_batch(session=session, keyring=keyring, records=[second])
-    assert result.status is store.StoreStatus.REPLACED and result.obsolete == []
+    assert result.status is store.StoreStatus.REPLACED and result.obsolete == [first.path]
     with transaction(sessions) as session:
         instance = session.execute(select(Instance)).scalar_one()
         assert instance.sha256 == second.sha256
