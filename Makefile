@@ -31,6 +31,8 @@ unit: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/deid/run.py
 	$(BIN)/python benchmarks/ingest/run.py  # needs Debian's dcmtk and orthanc
+	$(BIN)/python benchmarks/clinical/run.py
+	$(BIN)/python benchmarks/catalogue/run.py  # PostgreSQL part needs Debian's postgresql
 
 clean:
 	rm -rf $(VENV) demo-output benchmarks/out .mypy_cache .ruff_cache .pytest_cache

@@ -8,6 +8,7 @@ import typer
 
 from common.deid import cli as deid_cli
 from compose import demo
+from hub.cli import hub_app
 from node.cli import node_app
 from ontology.cli import ontology_app
 
@@ -20,6 +21,7 @@ app.command("deid")(deid_cli.deid)
 app.command("secret")(deid_cli.new_secret)
 app.command("profile")(deid_cli.check_profile)
 app.command("demo")(demo.demo)
+app.add_typer(hub_app, name="hub")
 app.add_typer(node_app, name="node")
 app.add_typer(ontology_app, name="ontology")
 

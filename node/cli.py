@@ -26,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from common import audit
 from common.errors import ConfigurationError, HavenetError
 from node import settings as node_settings
+from node.clinical import cli as clinical_cli
 from node.settings import NodeSettings
 from node.store import correspondence
 from node.store.db import make_engine, make_sessionmaker, transaction
@@ -42,6 +43,7 @@ audit_app = typer.Typer(help="The node's hash-chained audit log.", no_args_is_he
 keys_app = typer.Typer(help="The correspondence table's encryption key.", no_args_is_help=True)
 node_app.add_typer(audit_app, name="audit")
 node_app.add_typer(keys_app, name="keys")
+node_app.add_typer(clinical_cli.import_app, name="import")
 
 COUNTS = ("patients", "studies", "series", "instances", "rejected", "queued_jobs")
 SECRETS = (
@@ -328,3 +330,22 @@ def _mount_jobs_commands() -> None:
 
 
 _mount_jobs_commands()
+
+
+def _mount_federation_commands() -> None:
+    from node.federation import cli as federation_cli  # noqa: PLC0415 - mounted like jobs
+
+    node_app.command("enroll")(federation_cli.enroll)
+    node_app.add_typer(federation_cli.federation_app, name="federation")
+
+
+_mount_federation_commands()
+
+
+def _mount_catalogue_commands() -> None:
+    from node.catalogue import cli as catalogue_cli  # noqa: PLC0415 - mounted like jobs
+
+    node_app.add_typer(catalogue_cli.catalogue_app, name="catalogue")
+
+
+_mount_catalogue_commands()

@@ -24,7 +24,7 @@ from types import FrameType
 import anyio.to_thread
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -32,8 +32,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from common import __version__
 from common.errors import ConfigurationError, HavenetError, PermanentError, RetryableError
 from node import api
+from node.catalogue import scheduled as catalogue_scheduled
+from node.clinical import api as clinical_api
 from node.dicom.scp import StorageServer
 from node.exceptions import Conflict, NodeError, NotAuthenticated, NotFound, PreviewUnavailable
+from node.federation import agent as federation_agent
 from node.ingest.service import Ingest
 from node.jobs import scheduled
 from node.jobs.exceptions import InvalidSelection, JobFinished, JobNotFound
@@ -59,9 +62,14 @@ def create_app(settings: NodeSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         node = await anyio.to_thread.run_sync(start, settings)
         app.state.node = node
+        agent = None
         try:
+            # The hub channel, when the node is enrolled: outbound long polls only.
+            agent = await federation_agent.start(settings, node.sessions)
             yield
         finally:
+            if agent is not None:
+                await agent.stop()
             await anyio.to_thread.run_sync(stop, node)
 
     app = FastAPI(
@@ -77,6 +85,11 @@ def create_app(settings: NodeSettings) -> FastAPI:
     )
     app.include_router(api.public)
     app.include_router(api.router)
+    app.include_router(
+        clinical_api.router,
+        dependencies=[Depends(api.require_token)],
+        responses={401: {"description": "No bearer token, or not the node's token."}},
+    )
     _map_errors(app)
     app.add_middleware(_UnexpectedErrors)
     return app
@@ -103,6 +116,7 @@ def start(settings: NodeSettings) -> api.Runtime:
             timezone=dt.UTC, job_defaults={"coalesce": True, "max_instances": 1}
         )
         scheduled.register(scheduler, settings, sessions, ingest)
+        catalogue_scheduled.register(scheduler, settings, sessions)
         scheduler.start()
         undo.callback(scheduler.shutdown, wait=False)
         undo.pop_all()

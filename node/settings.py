@@ -58,6 +58,35 @@ class NodeSettings(BaseSettings):
     profile: str = "pseudonymize"  # stage 1
     site_project: str = "site"  # the project name stage-1 keys are derived under
     pacs: list[Pacs] = []
+    # The hub channel (node/federation): how long a poll is held, and the back-off when the
+    # hub cannot be reached (doubling from min to max).
+    hub_poll_wait_seconds: float = Field(default=20.0, gt=0, le=300)
+    hub_retry_min_seconds: float = Field(default=1.0, gt=0, le=3600)
+    hub_retry_max_seconds: float = Field(default=60.0, gt=0, le=3600)
+    hub_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # The catalogue (node/catalogue): smallest patient count published, rounding of counts,
+    # and how often it is published (0: only on demand).
+    catalogue_threshold: int = Field(default=10, ge=5)
+    catalogue_rounding: int = Field(default=5, ge=1)
+    catalogue_publish_hours: float = Field(default=24.0, ge=0)
+    # Federated queries (node/query): the disclosure policy this node enforces on every
+    # answer — smallest count published, rounding, noise scale (0: none), which breakdowns
+    # and whether statistics are answered, automatic answers or local approval, and how
+    # many queries each project may ask.
+    query_min_cell: int = Field(default=10, ge=5)
+    query_rounding: int = Field(default=5, ge=1)
+    query_noise: float = Field(default=0.0, ge=0)
+    query_breakdowns: list[str] = [
+        "sex",
+        "age_band",
+        "modality",
+        "sequence_type",
+        "body_part",
+        "study_year",
+    ]
+    query_statistics: bool = True
+    query_auto_answer: bool = True
+    query_budget_per_project: int = Field(default=1000, ge=0)
 
     @field_validator("ae_title")
     @classmethod

@@ -45,9 +45,25 @@ SYSTEM_ALIASES = {
 }
 
 
+# FHIR / HL7 system URIs of the code systems above (the clinical fact store keeps URIs).
+SYSTEM_URIS = {
+    "http://snomed.info/sct": SNOMED,
+    "http://hl7.org/fhir/sid/icd-10": ICD10,
+    "http://hl7.org/fhir/sid/icd-10-cm": ICD10CM,
+    "http://loinc.org": LOINC,
+    "http://www.whocc.no/atc": ATC,
+    "https://ohdsi.org/omop/concept": OMOP,
+    "http://dicom.nema.org/resources/ontology/DCM": DICOM_MODALITY,
+}
+
+
 def canonical_system(name: str) -> str:
-    """The system's canonical name (``sct`` → ``SNOMED``, ``icd-10-cm`` → ``ICD10CM``)."""
-    upper = name.strip().upper()
+    """The system's canonical name (``sct`` → ``SNOMED``, ``icd-10-cm`` → ``ICD10CM``,
+    ``http://snomed.info/sct`` → ``SNOMED``)."""
+    stripped = name.strip()
+    if stripped in SYSTEM_URIS:
+        return SYSTEM_URIS[stripped]
+    upper = stripped.upper()
     return SYSTEM_ALIASES.get(upper, upper)
 
 

@@ -1,0 +1,1 @@
+"""Wire schemas: the contract between hub and node (pydantic models, versioned)."""

@@ -1,0 +1,54 @@
+"""The task kinds the hub will send: who may create each, and what its payload and its
+answers must look like. Later work (cohort queries, catalogue, releases) registers its kinds
+here; the channel itself never changes.
+
+Answers are validated against the kind's model before they are stored, so a node can never
+slip a patient-level field into the hub by answering with more than the kind allows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict
+
+from common.schemas.channel import NODE_STATUS, NodeStatusAnswer
+from hub.users.models import Role
+
+
+class EmptyPayload(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class TaskKind:
+    name: str
+    payload: type[BaseModel]
+    answer: type[BaseModel]
+    # Roles that may create it; researchers only for projects they are members of.
+    roles: frozenset[Role]
+
+
+_KINDS: dict[str, TaskKind] = {}
+
+
+def register(kind: TaskKind) -> None:
+    _KINDS[kind.name] = kind
+
+
+def get(name: str) -> TaskKind | None:
+    return _KINDS.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_KINDS)
+
+
+register(
+    TaskKind(
+        name=NODE_STATUS,
+        payload=EmptyPayload,
+        answer=NodeStatusAnswer,
+        roles=frozenset({Role.RESEARCHER, Role.ADMIN}),
+    )
+)

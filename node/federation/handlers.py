@@ -1,0 +1,62 @@
+"""Task handlers, by kind. Later work adds kinds with :func:`register`; the agent looks the
+kind of each task up here and refuses a kind it has no handler for.
+
+A handler runs in a worker thread, gets the task and the node's context, and returns the
+answer payload — aggregates only — or raises :class:`TaskRefused` with a PHI-free reason.
+Any other exception makes the task ``failed``, reported by the exception's type alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from common import __version__
+from common.schemas.channel import NODE_STATUS, NodeStatusAnswer, TaskRead
+from node.settings import NodeSettings
+from node.store import service as store
+from node.store.db import transaction
+
+
+@dataclass(frozen=True)
+class HandlerContext:
+    settings: NodeSettings
+    sessions: sessionmaker[Session]
+
+
+Handler = Callable[[TaskRead, HandlerContext], dict[str, Any]]
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._handlers: dict[str, Handler] = {}
+
+    def register(self, kind: str, handler: Handler) -> None:
+        self._handlers[kind] = handler
+
+    def get(self, kind: str) -> Handler | None:
+        return self._handlers.get(kind)
+
+    def kinds(self) -> list[str]:
+        return sorted(self._handlers)
+
+
+def node_status(task: TaskRead, context: HandlerContext) -> dict[str, Any]:
+    """The node's software version and how many studies, series and instances it holds."""
+    with transaction(context.sessions) as session:
+        counts = store.status_counts(session=session)
+    answer = NodeStatusAnswer(
+        software_version=__version__,
+        studies=counts["studies"],
+        series=counts["series"],
+        instances=counts["instances"],
+    )
+    return answer.model_dump(mode="json", exclude={"version"})
+
+
+registry = Registry()
+register = registry.register
+register(NODE_STATUS, node_status)
