@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import delete, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -455,3 +455,14 @@ def _audit(session: Session, context: ImportContext, result: ImportResult) -> No
         result.patients,
         sum(result.facts.values()),
     )
+
+
+def delete_subject(*, session: Session, subject_key: str) -> int:
+    """Remove a patient's clinical record (a clean-up job deletes images and record
+    together); the correspondence rows stay, so a re-import gives the same pseudonyms."""
+    removed = 0
+    models: list[Any] = [*FACT_TABLES.values(), Person]
+    for model in models:
+        result = session.execute(delete(model).where(model.subject_key == subject_key))
+        removed += int(getattr(result, "rowcount", 0) or 0)
+    return removed

@@ -43,6 +43,7 @@ from common.crypto import Pseudonymizer
 from common.deid.profile import load_profile
 from common.deid.table import Option
 from common.errors import HavenetError, PermanentError
+from node.clinical import service as clinical
 from node.dicom.scu import (
     OnProgress,
     PacsClient,
@@ -742,17 +743,28 @@ class Runner:
                 select(Patient.id).where(Patient.subject_key == key)
             ).scalar_one_or_none()
             paths = store.delete_patient(session=session, subject_key=key)
-            if known is None:
-                entry: dict[str, Any] = {"state": "not_found", "studies": [], "instances": 0}
+            facts = clinical.delete_subject(session=session, subject_key=key)
+            if known is None and not facts:
+                entry: dict[str, Any] = {
+                    "state": "not_found",
+                    "studies": [],
+                    "instances": 0,
+                    "clinical_rows": 0,
+                }
             else:
-                entry = {"state": "deleted", "studies": studies, "instances": len(paths)}
+                entry = {
+                    "state": "deleted",
+                    "studies": studies,
+                    "instances": len(paths),
+                    "clinical_rows": facts,
+                }
                 audit.append(
                     session,
                     AuditRecord,
                     actor=f"job {job_id}",
                     action="store.delete",
                     subject=key,
-                    details={"studies": len(studies), "instances": len(paths)},
+                    details={"studies": len(studies), "instances": len(paths), "clinical": facts},
                 )
             subjects = {**cast(dict[str, Any], job.report.get("subjects", {})), key: entry}
             job.report = {**job.report, "subjects": subjects}

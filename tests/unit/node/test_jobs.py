@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from common.crypto import Pseudonymizer
+from node.clinical.models import Condition, Person
 from node.dicom.scu import (
     MoveOriginators,
     OnProgress,
@@ -907,6 +908,10 @@ def test_a_clean_up_removes_the_subjects_rows_and_files_but_keeps_the_correspond
     fetch_everything(sessions, settings, runner)
     alpha = subject_key(settings, "MRN-ALPHA-1001")
     with transaction(sessions) as session:
+        session.add(Person(subject_key=alpha, sex="F", birth_year=1950))
+        session.add(Condition(subject_key=alpha, system="s", code="G30.1", source="fhir:c/1"))
+        session.add(Condition(subject_key="PSSOMEONE", system="s", code="G30.1", source="x/2"))
+    with transaction(sessions) as session:
         rows = correspondence_rows(session)
         job_id = service.create_delete(
             session=session, subject_keys=[alpha, "PSNOSUCHKEY"], actor="test", project="p1"
@@ -921,7 +926,11 @@ def test_a_clean_up_removes_the_subjects_rows_and_files_but_keeps_the_correspond
     subjects = load(sessions, job_id).report["subjects"]
     assert subjects[alpha]["state"] == "deleted"  # type: ignore[index]
     assert subjects[alpha]["instances"] == 4  # type: ignore[index]
+    assert subjects[alpha]["clinical_rows"] == 2  # type: ignore[index]  # the record goes too
     assert subjects["PSNOSUCHKEY"]["state"] == "not_found"  # type: ignore[index]
+    with transaction(sessions) as session:
+        left = session.execute(select(Condition.subject_key)).scalars().all()
+    assert left == ["PSSOMEONE"]
 
 
 def correspondence_rows(session: Session) -> int:
