@@ -23,6 +23,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from common import __version__
@@ -36,6 +37,7 @@ from hub.federation import api as federation_api
 from hub.nodes import api as nodes_api
 from hub.settings import HubSettings
 from hub.users import api as users_api
+from hub.web import pages as web_pages
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.include_router(federation_api.channel)
     app.include_router(catalogue_api.channel)
     app.include_router(catalogue_api.router)
+    app.include_router(web_pages.router)
+    app.mount("/ui/static", StaticFiles(directory=web_pages.HERE / "static"), name="static")
     app.include_router(nodes_api.admin)
     app.include_router(federation_api.router)
     app.include_router(users_api.router)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.integration.peers import (
     Dcmtk,
@@ -31,6 +32,7 @@ PEER_FIXTURES = frozenset(
         "postgres",
         "postgres_url",
         "postgres_database_url",
+        "browser",
     }
 )
 
@@ -145,3 +147,21 @@ def postgres_database_url(postgres: Postgres) -> Iterator[str]:
         yield url
     finally:
         postgres.drop_database(name)
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; Playwright downloads nothing
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium (Debian `chromium`) driven by Playwright, for the page tests."""
+    if not CHROMIUM.is_file():
+        skip_or_fail(PeerMissing("Chromium", "chromium", [str(CHROMIUM)]))
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield launched
+        finally:
+            launched.close()
