@@ -247,3 +247,12 @@ def _mount_catalogue_commands() -> None:
 
 
 _mount_catalogue_commands()
+
+
+def _mount_query_commands() -> None:
+    from hub.query import cli as query_cli  # noqa: PLC0415 - mounted like the catalogue's
+
+    hub_app.command("query")(query_cli.query_command)
+
+
+_mount_query_commands()

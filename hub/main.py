@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
 
 from common import __version__
+from common import web as web_assets
 from common.errors import ConfigurationError, HavenetError
 from hub import deps
 from hub.catalogue import api as catalogue_api
@@ -35,6 +36,7 @@ from hub.db import make_engine, make_sessionmaker, migrate
 from hub.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated, NotFound
 from hub.federation import api as federation_api
 from hub.nodes import api as nodes_api
+from hub.query import api as query_api
 from hub.settings import HubSettings
 from hub.users import api as users_api
 from hub.web import pages as web_pages
@@ -78,7 +80,9 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.include_router(catalogue_api.router)
     app.include_router(web_pages.router)
     app.mount("/ui/static", StaticFiles(directory=web_pages.HERE / "static"), name="static")
+    app.mount("/ui/assets", StaticFiles(directory=web_assets.STATIC), name="assets")
     app.include_router(nodes_api.admin)
+    app.include_router(query_api.router)
     app.include_router(federation_api.router)
     app.include_router(users_api.router)
     _map_errors(app)

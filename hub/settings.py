@@ -36,10 +36,17 @@ class HubSettings(BaseSettings):
     # Load the vocabularies (catalogue concept expansion, typeahead) into the hub's database
     # at start, in the background, when they are not there yet (~7 s, ~55 MB in SQLite).
     ontology_at_start: bool = True
+    # Central storage (hub/storage): chunks, quarantine and project workspaces on local disk;
+    # empty means data_dir/storage.
+    storage_dir: Path | None = None
 
     @property
     def database(self) -> str:
         return self.database_url or f"sqlite:///{self.data_dir.resolve() / 'hub.db'}"
+
+    @property
+    def storage_root(self) -> Path:
+        return self.storage_dir or self.data_dir / "storage"
 
     def secret_bytes(self) -> bytes:
         value = self.secret.get_secret_value()

@@ -349,3 +349,12 @@ def _mount_catalogue_commands() -> None:
 
 
 _mount_catalogue_commands()
+
+
+def _mount_query_commands() -> None:
+    from node.query import cli as query_cli  # noqa: PLC0415 - mounted like jobs
+
+    node_app.command("ontology-load")(query_cli.ontology_load)
+
+
+_mount_query_commands()

@@ -27,9 +27,12 @@ from apscheduler.schedulers.background import BackgroundScheduler  # type: ignor
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import __version__
+from common import web as web_assets
 from common.errors import ConfigurationError, HavenetError, PermanentError, RetryableError
 from node import api
 from node.catalogue import scheduled as catalogue_scheduled
@@ -42,6 +45,8 @@ from node.jobs import scheduled
 from node.jobs.exceptions import InvalidSelection, JobFinished, JobNotFound
 from node.settings import NodeSettings
 from node.store.db import make_engine, make_sessionmaker, migrate
+from node.web import pages as web_pages
+from ontology import loader
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +90,8 @@ def create_app(settings: NodeSettings) -> FastAPI:
     )
     app.include_router(api.public)
     app.include_router(api.router)
+    app.include_router(web_pages.router)
+    app.mount("/ui/assets", StaticFiles(directory=web_assets.STATIC), name="assets")
     app.include_router(
         clinical_api.router,
         dependencies=[Depends(api.require_token)],
@@ -93,6 +100,13 @@ def create_app(settings: NodeSettings) -> FastAPI:
     _map_errors(app)
     app.add_middleware(_UnexpectedErrors)
     return app
+
+
+def _load_ontology(engine: Engine) -> None:
+    try:
+        loader.ensure_loaded(engine)
+    except Exception as exc:  # the node serves on; a query concept matches its own code only
+        logger.error("the ontology could not be loaded (%s)", type(exc).__name__)
 
 
 def start(settings: NodeSettings) -> api.Runtime:
@@ -118,6 +132,12 @@ def start(settings: NodeSettings) -> api.Runtime:
         scheduled.register(scheduler, settings, sessions, ingest)
         catalogue_scheduled.register(scheduler, settings, sessions)
         scheduler.start()
+        if settings.ontology_at_start:
+            # A daemon thread, not a scheduler job: stopping the node never waits for it (an
+            # interrupted load rolls back and runs again at the next start).
+            threading.Thread(
+                target=_load_ontology, args=(engine,), name="ontology", daemon=True
+            ).start()
         undo.callback(scheduler.shutdown, wait=False)
         undo.pop_all()
     logger.info(

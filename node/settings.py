@@ -69,6 +69,9 @@ class NodeSettings(BaseSettings):
     catalogue_threshold: int = Field(default=10, ge=5)
     catalogue_rounding: int = Field(default=5, ge=1)
     catalogue_publish_hours: float = Field(default=24.0, ge=0)
+    # Load the vocabularies (concept expansion in federated queries) into the node's
+    # database at start, in the background, when they are not there yet (~7 s, ~55 MB).
+    ontology_at_start: bool = True
     # Federated queries (node/query): the disclosure policy this node enforces on every
     # answer — smallest count published, rounding, noise scale (0: none), which breakdowns
     # and whether statistics are answered, automatic answers or local approval, and how

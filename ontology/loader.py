@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from sqlalchemy import Engine, delete, insert, or_, select
+from sqlalchemy import Engine, delete, insert, inspect, or_, select
 from sqlalchemy.orm import Session
 
 from ontology import sources
@@ -226,3 +226,20 @@ def _replace_mappings(session: Session, rows: Sequence[MappingRow]) -> tuple[int
     for chunk in _chunks(records):
         session.execute(insert(MappingRecord), list(chunk))
     return len(records), unresolved
+
+
+def is_loaded(engine: Engine) -> bool:
+    """Whether this database holds the vocabularies already."""
+    if not inspect(engine).has_table(VocabularyRecord.__tablename__):
+        return False
+    with Session(engine) as session:
+        return session.scalar(select(VocabularyRecord.system).limit(1)) is not None
+
+
+def ensure_loaded(engine: Engine) -> bool:
+    """Load everything havenet ships, once; True when this call loaded it."""
+    if is_loaded(engine):
+        return False
+    report = load(engine)
+    logger.info("vocabularies loaded: %s", ", ".join(report.loaded))
+    return True

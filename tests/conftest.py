@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,11 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from common.crypto import Pseudonymizer, SiteSecret
 from common.deid.engine import Engine
 from common.deid.profile import load_profile, parse_profile
+
+# Nodes and hubs the tests start (in process or as processes, which inherit this) do not
+# load the vocabularies at start (~7 s each); the tests that need them load a subset.
+os.environ.setdefault("HAVENET_NODE_ONTOLOGY_AT_START", "false")
+os.environ.setdefault("HAVENET_HUB_ONTOLOGY_AT_START", "false")
 
 SECRET = b"test-secret-0123456789abcdef-not-for-production"
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -30,12 +30,7 @@ def loaded(session: Session) -> bool:
 
 def ensure_loaded(engine: Engine) -> bool:
     """Load the vocabularies once; True when this call loaded them."""
-    with Session(engine) as session:
-        if loaded(session):
-            return False
-    report = loader.load(engine)
-    logger.info("ontology loaded into the hub database: %s", report)
-    return True
+    return loader.ensure_loaded(engine)
 
 
 def concept_expander(session: Session) -> Expander | None:

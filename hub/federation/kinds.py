@@ -8,11 +8,15 @@ slip a patient-level field into the hub by answering with more than the kind all
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from common.schemas.channel import NODE_STATUS, NodeStatusAnswer
+from common.schemas.cohort import COHORT_COUNT, CohortCountAnswer, CohortCountRequest
+from hub.query.service import present_answer
 from hub.users.models import Role
 
 
@@ -27,6 +31,8 @@ class TaskKind:
     answer: type[BaseModel]
     # Roles that may create it; researchers only for projects they are members of.
     roles: frozenset[Role]
+    # How a stored answer is shown (the hub's own disclosure control); as stored if None.
+    present: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 _KINDS: dict[str, TaskKind] = {}
@@ -50,5 +56,15 @@ register(
         payload=EmptyPayload,
         answer=NodeStatusAnswer,
         roles=frozenset({Role.RESEARCHER, Role.ADMIN}),
+    )
+)
+
+register(
+    TaskKind(
+        name=COHORT_COUNT,
+        payload=CohortCountRequest,
+        answer=CohortCountAnswer,
+        roles=frozenset({Role.RESEARCHER, Role.ADMIN}),
+        present=present_answer,
     )
 )

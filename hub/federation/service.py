@@ -279,11 +279,15 @@ def summary(*, session: Session, task: Task) -> TaskSummaryRead:
 
 
 def detail(*, session: Session, task: Task) -> TaskDetailRead:
+    kind = kinds.get(task.kind)
+    present = kind.present if kind is not None else None
     targets = [
         TargetRead(
             node=target.node.name,
             state=TargetState(target.state),
-            result=target.result,
+            result=present(target.result)
+            if present is not None and target.result is not None
+            else target.result,
             reason=target.reason,
             finished_at=aware(target.finished_at) if target.finished_at else None,
         )

@@ -19,6 +19,8 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from common import __version__
+from common.web import session as web_session
+from common.web.charts import Bar, bar_chart
 from hub import audit
 from hub.audit import AuditRecord
 from hub.catalogue import service as catalogue
@@ -30,8 +32,6 @@ from hub.exceptions import NotAuthenticated
 from hub.nodes import service as nodes
 from hub.users import service as users
 from hub.users.models import Role, User
-from hub.web import session as web_session
-from hub.web.charts import Bar, bar_chart
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")

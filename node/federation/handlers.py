@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common import __version__
 from common.schemas.channel import NODE_STATUS, NodeStatusAnswer, TaskRead
+from common.schemas.cohort import COHORT_COUNT
 from node.settings import NodeSettings
 from node.store import service as store
 from node.store.db import transaction
@@ -60,3 +61,13 @@ def node_status(task: TaskRead, context: HandlerContext) -> dict[str, Any]:
 registry = Registry()
 register = registry.register
 register(NODE_STATUS, node_status)
+
+
+def cohort_count(task: TaskRead, context: HandlerContext) -> dict[str, Any]:
+    """A federated cohort count, under the node's disclosure policy (``node.query``)."""
+    from node.query.handlers import handle_cohort_count  # noqa: PLC0415 - it imports this module
+
+    return handle_cohort_count(task, context)
+
+
+register(COHORT_COUNT, cohort_count)

@@ -28,7 +28,10 @@ from node.federation import keys
 from node.settings import load
 from node.store.db import make_engine, make_sessionmaker, migrate, transaction
 from node.store.models import AuditRecord, Instance, Patient, Series, Study
+from ontology import loader
 from tests.integration.hubs import Hub, NodeProcess, havenet
+from tests.unit.node.query.conftest import Store
+from tests.unit.node.query.test_handler_and_seed_comparison import DEMENTIA, OTHERS, PAYLOAD
 
 pytestmark = pytest.mark.slow
 PROJECT = "dementia-mri"
@@ -412,3 +415,64 @@ def test_nodes_publish_their_catalogue_and_a_researcher_searches_it(
     assert json.loads(searched.stdout)["total"]["series"] == 25
     [record] = [r for r in node_audit(small) if r.action == "catalogue.published"]
     assert json.loads(record.details)["cells"] == 0
+
+
+def test_a_federated_cohort_query_is_combined_and_compared_across_nodes(
+    hub: Hub, researcher: str, enrolled: NodeFactory, tmp_path: Path
+) -> None:
+    """Seed 000: brain volume with and without a dementia diagnosis, asked of two hospitals
+    with `havenet hub query`; one is too small to answer with numbers."""
+    large, small = enrolled(), enrolled()
+    fill_seed_comparison(large.data_dir, DEMENTIA, OTHERS)
+    fill_seed_comparison(small.data_dir, DEMENTIA[:2], OTHERS[:2])
+    for node in (large, small):
+        node.start()
+    cohort = tmp_path / "cohort.json"
+    cohort.write_text(json.dumps(PAYLOAD["cohort"]))
+    split = tmp_path / "dementia.json"
+    split.write_text(json.dumps({"kind": "condition", "concept": "ICD10CM:G30"}))
+    command = [
+        *havenet(), "hub", "query", str(cohort), "--project", PROJECT, "--hub", hub.url,
+        "--stat", "LOINC:81243-3", "--by", f"@{split}", "--bins", "15,20,25,30",
+        "--breakdown", "sex", "--wait", "60", "--json",
+        "--nodes", f"{name_of(large)},{name_of(small)}",  # the module's other nodes are gone
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        env={**os.environ, "HAVENET_HUB_TOKEN": researcher},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result["nodes"].values()) == {"answered"}
+    # 30 patients at one node; the other's 4 are withheld, so 30 is a lower bound.
+    assert result["patients"] == {"value": 30, "at_least": True, "withheld_by": 1}
+    assert result["welch"]["groups"] == ["no", "yes"]  # no dementia minus dementia
+    assert result["welch"]["t"] == pytest.approx(2.46, abs=0.005)  # Welch's textbook example
+    assert result["welch"]["p"] == pytest.approx(0.021, abs=0.0005)
+    assert {g["group"]: g["n"] for g in result["groups"]} == {"yes": 15, "no": 15}
+    for node in (large, small):
+        [answer] = [r for r in node_audit(node) if r.action == "federation.answer"]
+        assert "SK" not in answer.details  # counts only, no subject key
+
+
+def fill_seed_comparison(data_dir: Path, dementia: list[float], others: list[float]) -> None:
+    settings = load(None, data_dir=data_dir)
+    migrate(settings.database)
+    engine = make_engine(settings.database)
+    loader.load(engine, icd_roots=("G30",))
+    try:
+        with transaction(make_sessionmaker(engine)) as session:
+            store = Store(session)
+            for values, demented in ((dementia, True), (others, False)):
+                for value in values:
+                    key = store.patient()
+                    store.study(key, dt.date(2022, 3, 1))
+                    store.measurement(key, value, dt.date(2022, 3, 1))
+                    if demented:
+                        store.condition(key, "G30.1", dt.date(2021, 6, 1))
+    finally:
+        engine.dispose()

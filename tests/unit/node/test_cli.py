@@ -122,6 +122,7 @@ def serve(data_dir: Path, dicom_port: int, api_port: int, **env: str) -> subproc
         "HAVENET_NODE_CORRESPONDENCE_KEY": correspondence.new_key(),
         "HAVENET_NODE_API_TOKEN": API_TOKEN,
         "HAVENET_NODE_WORKERS": "1",
+        "HAVENET_NODE_ONTOLOGY_AT_START": "false",
         **env,
     }
     command = [

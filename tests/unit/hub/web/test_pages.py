@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from common.web import session as web_session
 from hub.deps import Runtime
-from hub.web import session as web_session
 from tests.unit.hub.catalogue.test_catalogue_api import publish
 from tests.unit.hub.conftest import SigningNode
 
@@ -81,4 +81,4 @@ def test_the_pages_fetch_nothing_from_elsewhere(client: TestClient, researcher: 
     page = client.get("/ui/").text
     assert "http://" not in page and "https://" not in page
     assert client.get("/ui/static/typeahead.js").status_code == 200
-    assert client.get("/ui/static/style.css").status_code == 200
+    assert client.get("/ui/assets/style.css").status_code == 200

@@ -1,5 +1,5 @@
 """The pages' log-in: a user signs in with their API token once; the browser then holds a
-signed session cookie (user id and expiry, HMAC under the hub's secret) — never the token."""
+signed session cookie (user id and expiry, HMAC under the app's secret) — never the token."""
 
 from __future__ import annotations
 

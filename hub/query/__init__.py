@@ -1,0 +1,1 @@
+"""Combining node answers to federated queries: totals, pooled statistics, tests (pure)."""

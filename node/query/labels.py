@@ -1,0 +1,90 @@
+"""The derived ``series_label`` table, kept up to date incrementally before each query.
+
+Only series without a label are read and normalized, so the cost of a query does not grow
+with the store, only with what arrived since the last one.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from node.catalogue.service import manufacturer
+from node.query.models import SeriesLabel
+from node.store.models import Series, Study
+from ontology.normalize import SeriesText, normalize
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 2_000
+
+_COLUMNS = (
+    Series.id,
+    Series.modality,
+    Series.body_part,
+    Series.description,
+    Series.protocol_name,
+    Series.manufacturer,
+    Series.contrast_agent,
+    Series.scanning_sequence,
+    Series.sequence_variant,
+    Series.repetition_time,
+    Series.echo_time,
+    Series.inversion_time,
+    Study.description,
+)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _labels(text: SeriesText) -> tuple[str, bool, str]:
+    result = normalize(text)
+    body = result.body_part.term if result.body_part is not None else ""
+    return result.sequence_type.value, result.contrast, body
+
+
+def _label(row: tuple[Any, ...]) -> SeriesLabel:
+    (series_id, modality, body_part, description, protocol, maker, agent) = row[:7]
+    (scanning, variant, tr, te, ti, study_description) = row[7:]
+    text = SeriesText(
+        modality=modality.upper(),
+        series_description=description,
+        protocol_name=protocol,
+        study_description=study_description,
+        body_part_examined=body_part,
+        scanning_sequence=tuple(v for v in scanning.split("\\") if v),
+        sequence_variant=tuple(v for v in variant.split("\\") if v),
+        repetition_time=tr,
+        echo_time=te,
+        inversion_time=ti,
+        contrast_bolus_agent=agent,
+    )
+    kind, contrast, body = _labels(text)
+    return SeriesLabel(
+        series_id=series_id,
+        sequence_type=kind,
+        contrast=contrast,
+        body_part=body,
+        manufacturer=manufacturer(maker),
+    )
+
+
+def label_new_series(*, session: Session) -> int:
+    """Label every series that has no label yet; how many were labelled."""
+    statement = (
+        select(*_COLUMNS)
+        .join(Study, Series.study_id == Study.id)
+        .outerjoin(SeriesLabel, SeriesLabel.series_id == Series.id)
+        .where(SeriesLabel.series_id.is_(None))
+        .order_by(Series.id)
+    )
+    rows = [tuple(row) for row in session.execute(statement)]
+    for start in range(0, len(rows), _BATCH):
+        session.add_all(_label(row) for row in rows[start : start + _BATCH])
+        session.flush()
+    if rows:
+        logger.info("labelled %d new series", len(rows))
+    return len(rows)
