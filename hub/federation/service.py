@@ -95,7 +95,8 @@ def _project_for(session: Session, user: User, name: str | None) -> Project | No
 
 def _validated(model: type[BaseModel], value: dict[str, Any], where: str) -> dict[str, Any]:
     try:
-        return model.model_validate(value).model_dump(mode="json")
+        # By alias: a field named after a keyword (`not`) travels under its own name.
+        return model.model_validate(value).model_dump(mode="json", by_alias=True)
     except ValidationError as exc:
         # Locations and messages only: the values may be anything.
         problems = "; ".join(
