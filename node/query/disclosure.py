@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import hmac
 import math
 from collections.abc import Iterable, Mapping
@@ -266,10 +266,13 @@ def protect(
 
 def member_hashes(members: Iterable[str], secret: SiteSecret) -> frozenset[str]:
     key = secret.digest("query-guard", "", "member-key")
-    return frozenset(
-        hmac.new(key, m.encode("utf-8"), hashlib.sha256).hexdigest()[:_MEMBER_HASH_CHARS]
-        for m in members
-    )
+    return frozenset(_member_hash(key, m) for m in members)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _member_hash(key: bytes, member: str) -> str:
+    # A node's patients recur from query to query: each is hashed once (one-shot HMAC).
+    return hmac.digest(key, member.encode("utf-8"), "sha256").hex()[:_MEMBER_HASH_CHARS]
 
 
 def _remembered(project: str, *, session: Session) -> Iterable[frozenset[str]]:
