@@ -108,3 +108,16 @@ class NodeStatusAnswer(_Message):
     studies: int = Field(ge=0)
     series: int = Field(ge=0)
     instances: int = Field(ge=0)
+    policy: NodePolicy | None = None  # the disclosure policy it enforces on queries
+
+
+class NodePolicy(_Message):
+    """A node's disclosure policy for federated queries, as it publishes it to the hub."""
+
+    min_cell: int = Field(ge=1)  # counts below this are never returned
+    rounding: int = Field(ge=1)  # counts are multiples of this
+    noise: bool  # seeded noise is added to counts
+    breakdowns: list[str]  # the breakdowns it answers
+    statistics: bool  # whether it answers aggregate statistics
+    auto_answer: bool  # False: each query waits for the hospital's approval
+    budget_per_project: int = Field(ge=0)  # queries each project may ask

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from common import __version__
-from common.schemas.channel import NODE_STATUS, NodeStatusAnswer, TaskRead
+from common.schemas.channel import NODE_STATUS, NodePolicy, NodeStatusAnswer, TaskRead
 from common.schemas.cohort import COHORT_COUNT
 from node.settings import NodeSettings
 from node.store import service as store
@@ -49,13 +49,23 @@ def node_status(task: TaskRead, context: HandlerContext) -> dict[str, Any]:
     """The node's software version and how many studies, series and instances it holds."""
     with transaction(context.sessions) as session:
         counts = store.status_counts(session=session)
+    settings = context.settings
     answer = NodeStatusAnswer(
         software_version=__version__,
         studies=counts["studies"],
         series=counts["series"],
         instances=counts["instances"],
+        policy=NodePolicy(
+            min_cell=settings.query_min_cell,
+            rounding=settings.query_rounding,
+            noise=settings.query_noise > 0,
+            breakdowns=sorted(settings.query_breakdowns),
+            statistics=settings.query_statistics,
+            auto_answer=settings.query_auto_answer,
+            budget_per_project=settings.query_budget_per_project,
+        ),
     )
-    return answer.model_dump(mode="json", exclude={"version"})
+    return answer.model_dump(mode="json", exclude={"version": True, "policy": {"version"}})
 
 
 registry = Registry()

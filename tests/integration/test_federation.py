@@ -205,6 +205,7 @@ def test_a_status_task_is_answered_by_every_node_and_audited_at_the_hub_and_each
     counts = {name: (r["studies"], r["series"], r["instances"]) for name, r in results.items()}
     assert counts == {names[0]: (2, 6, 24), names[1]: (1, 1, 2), names[2]: (0, 0, 0)}
     assert {r["software_version"] for r in results.values()} == {"0.1.0"}
+    assert {r["policy"]["min_cell"] for r in results.values()} == {10}  # published policies
     hub_records = hub_audit(hub, f"task {task['id']}")
     assert hub_records[0] == ("user:ada", "task.create")
     assert sorted(hub_records[1:]) == [(f"node:{name}", "task.answer") for name in sorted(names)]

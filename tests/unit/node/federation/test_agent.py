@@ -90,8 +90,12 @@ def test_node_status_answers_the_version_and_counts_of_the_store(
     settings: NodeSettings, sessions: sessionmaker[Session]
 ) -> None:
     store_one_instance(sessions)
-    answer = node_status(task(), HandlerContext(settings, sessions))
+    strict = settings.model_copy(update={"query_min_cell": 20, "query_breakdowns": ["sex"]})
+    answer = node_status(task(), HandlerContext(strict, sessions))
+    policy = answer.pop("policy")
     assert answer == {"software_version": "0.1.0", "studies": 1, "series": 1, "instances": 1}
+    # The node publishes the disclosure policy it enforces.
+    assert (policy["min_cell"], policy["breakdowns"], policy["noise"]) == (20, ["sex"], False)
 
 
 def test_a_kind_without_a_handler_is_refused_naming_the_kind(
