@@ -49,31 +49,37 @@ SPLIT_GROUPS = ("yes", "no")
 
 
 def _patient_values(
-    session: Session, cohort: Subquery, breakdown: Breakdown
-) -> dict[str, set[str]]:
-    """Patient-level breakdowns: each patient has exactly one value."""
+    session: Session, cohort: Subquery, breakdowns: set[Breakdown]
+) -> dict[Breakdown, dict[str, set[str]]]:
+    """Patient-level breakdowns (each patient has exactly one value), from one read of the
+    cohort's demographics."""
+    if not breakdowns:
+        return {}
     demo = demographics()
     rows = session.execute(
         select(demo.c.subject_key, demo.c.sex, demo.c.birth_year).where(
             demo.c.subject_key.in_(select(cohort.c.subject_key))
         )
     ).all()
-    if breakdown is Breakdown.SEX:
-        return {key: {(sex or "").strip().upper()} for key, sex, _ in rows}
-    first_study = dict(
-        session.execute(
-            select(Patient.subject_key, func.min(Study.study_date))
-            .join(Study, Study.patient_id == Patient.id)
-            .where(Patient.subject_key.in_(select(cohort.c.subject_key)))
-            .group_by(Patient.subject_key)
-        ).all()
-    )
-    values: dict[str, set[str]] = {}
-    for key, _, birth_year in rows:
-        when: dt.date | None = first_study.get(key)
-        age = when.year - birth_year if when is not None and birth_year is not None else None
-        values[key] = {age_band(age)}
-    return values
+    found: dict[Breakdown, dict[str, set[str]]] = {}
+    if Breakdown.SEX in breakdowns:
+        found[Breakdown.SEX] = {key: {(sex or "").strip().upper()} for key, sex, _ in rows}
+    if Breakdown.AGE_BAND in breakdowns:
+        first_study = dict(
+            session.execute(
+                select(Patient.subject_key, func.min(Study.study_date))
+                .join(Study, Study.patient_id == Patient.id)
+                .where(Patient.subject_key.in_(select(cohort.c.subject_key)))
+                .group_by(Patient.subject_key)
+            ).all()
+        )
+        bands: dict[str, set[str]] = {}
+        for key, _, birth_year in rows:
+            when: dt.date | None = first_study.get(key)
+            age = when.year - birth_year if when is not None and birth_year is not None else None
+            bands[key] = {age_band(age)}
+        found[Breakdown.AGE_BAND] = bands
+    return found
 
 
 def _series_values(session: Session, matched: Subquery) -> dict[Breakdown, dict[str, set[str]]]:
@@ -182,8 +188,7 @@ def evaluate(
     values_by: dict[Breakdown, dict[str, set[str]]] = {}
     if wanted & set(SERIES_BREAKDOWNS):
         values_by.update(_series_values(session, matched))
-    for breakdown in wanted & PARTITIONING_BREAKDOWNS:
-        values_by[breakdown] = _patient_values(session, cohort, breakdown)
+    values_by.update(_patient_values(session, cohort, wanted & PARTITIONING_BREAKDOWNS))
     breakdowns = {b: _cells(values_by[b]) for b in request.breakdowns}
 
     groups: dict[str, GroupValues] | None = None
