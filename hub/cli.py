@@ -256,3 +256,13 @@ def _mount_query_commands() -> None:
 
 
 _mount_query_commands()
+
+
+def _mount_curation_commands() -> None:
+    from hub.curation import cli as curation_cli  # noqa: PLC0415 - mounted like the catalogue's
+
+    hub_app.add_typer(curation_cli.curate_app, name="curate")
+    hub_app.command("export")(curation_cli.export_command)
+
+
+_mount_curation_commands()

@@ -32,11 +32,13 @@ from common.errors import ConfigurationError, HavenetError
 from hub import deps
 from hub.catalogue import api as catalogue_api
 from hub.catalogue import ontology
+from hub.curation import api as curation_api
 from hub.db import make_engine, make_sessionmaker, migrate
 from hub.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated, NotFound
 from hub.federation import api as federation_api
 from hub.nodes import api as nodes_api
 from hub.query import api as query_api
+from hub.release import api as release_api
 from hub.settings import HubSettings
 from hub.users import api as users_api
 from hub.web import pages as web_pages
@@ -85,6 +87,10 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.include_router(query_api.router)
     app.include_router(federation_api.router)
     app.include_router(users_api.router)
+    app.include_router(release_api.channel)
+    app.include_router(release_api.router)
+    app.include_router(curation_api.router)
+    app.include_router(curation_api.exports)
     _map_errors(app)
     return app
 

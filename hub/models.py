@@ -10,6 +10,8 @@ DOMAIN_MODELS = (
     "hub.users.models",
     "hub.federation.models",
     "hub.catalogue.models",
+    "hub.release.models",
+    "hub.curation.models",
 )
 
 

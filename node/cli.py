@@ -358,3 +358,12 @@ def _mount_query_commands() -> None:
 
 
 _mount_query_commands()
+
+
+def _mount_release_commands() -> None:
+    from node.release import cli as release_cli  # noqa: PLC0415 - mounted like jobs
+
+    node_app.add_typer(release_cli.requests_app, name="requests")
+
+
+_mount_release_commands()

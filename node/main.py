@@ -43,6 +43,8 @@ from node.federation import agent as federation_agent
 from node.ingest.service import Ingest
 from node.jobs import scheduled
 from node.jobs.exceptions import InvalidSelection, JobFinished, JobNotFound
+from node.release import api as release_api
+from node.release import upload as release_upload
 from node.settings import NodeSettings
 from node.store.db import make_engine, make_sessionmaker, migrate
 from node.web import pages as web_pages
@@ -68,11 +70,16 @@ def create_app(settings: NodeSettings) -> FastAPI:
         node = await anyio.to_thread.run_sync(start, settings)
         app.state.node = node
         agent = None
+        uploader = None
         try:
             # The hub channel, when the node is enrolled: outbound long polls only.
             agent = await federation_agent.start(settings, node.sessions)
+            # Data release: the outbox of decisions and studies, sent to the hub.
+            uploader = await anyio.to_thread.run_sync(release_upload.start, settings, node.sessions)
             yield
         finally:
+            if uploader is not None:
+                await anyio.to_thread.run_sync(uploader.stop)
             if agent is not None:
                 await agent.stop()
             await anyio.to_thread.run_sync(stop, node)
@@ -92,6 +99,11 @@ def create_app(settings: NodeSettings) -> FastAPI:
     app.include_router(api.router)
     app.include_router(web_pages.router)
     app.mount("/ui/assets", StaticFiles(directory=web_assets.STATIC), name="assets")
+    app.include_router(
+        release_api.router,
+        dependencies=[Depends(api.require_token)],
+        responses={401: {"description": "No bearer token, or not the node's token."}},
+    )
     app.include_router(
         clinical_api.router,
         dependencies=[Depends(api.require_token)],

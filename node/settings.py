@@ -90,6 +90,10 @@ class NodeSettings(BaseSettings):
     query_statistics: bool = True
     query_auto_answer: bool = True
     query_budget_per_project: int = Field(default=1000, ge=0)
+    # Data release (node/release): the size of the content-addressed chunks uploaded (the
+    # hub takes up to 4 MiB), and how often the upload worker looks for work when idle.
+    release_chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024)
+    release_poll_seconds: float = Field(default=1.0, gt=0, le=300)
 
     @field_validator("ae_title")
     @classmethod

@@ -16,6 +16,14 @@ from pydantic import BaseModel, ConfigDict
 
 from common.schemas.channel import NODE_STATUS, NodeStatusAnswer
 from common.schemas.cohort import COHORT_COUNT, CohortCountAnswer, CohortCountRequest
+from common.schemas.release import (
+    RELEASE_REJECTED,
+    RELEASE_REQUEST,
+    RejectionReceived,
+    ReleaseReceived,
+    ReleaseRejectedPayload,
+    ReleaseRequestPayload,
+)
 from hub.query.service import present_answer
 from hub.users.models import Role
 
@@ -66,5 +74,25 @@ register(
         answer=CohortCountAnswer,
         roles=frozenset({Role.RESEARCHER, Role.ADMIN}),
         present=present_answer,
+    )
+)
+
+# Data release (hub/release): researchers file requests through /api/v1/requests, which
+# creates this task; curators' rejections go back to the node as the second kind.
+register(
+    TaskKind(
+        name=RELEASE_REQUEST,
+        payload=ReleaseRequestPayload,
+        answer=ReleaseReceived,
+        roles=frozenset({Role.RESEARCHER, Role.ADMIN}),
+    )
+)
+
+register(
+    TaskKind(
+        name=RELEASE_REJECTED,
+        payload=ReleaseRejectedPayload,
+        answer=RejectionReceived,
+        roles=frozenset({Role.CURATOR, Role.ADMIN}),
     )
 )

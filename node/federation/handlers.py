@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from common import __version__
 from common.schemas.channel import NODE_STATUS, NodePolicy, NodeStatusAnswer, TaskRead
 from common.schemas.cohort import COHORT_COUNT
+from common.schemas.release import RELEASE_REJECTED, RELEASE_REQUEST
 from node.settings import NodeSettings
 from node.store import service as store
 from node.store.db import transaction
@@ -81,3 +82,21 @@ def cohort_count(task: TaskRead, context: HandlerContext) -> dict[str, Any]:
 
 
 register(COHORT_COUNT, cohort_count)
+
+
+def release_request(task: TaskRead, context: HandlerContext) -> dict[str, Any]:
+    """A data request, recorded for hospital IT to approve or decline (``node.release``)."""
+    from node.release.handlers import handle_release_request  # noqa: PLC0415 - imports this
+
+    return handle_release_request(task, context)
+
+
+def release_rejected(task: TaskRead, context: HandlerContext) -> dict[str, Any]:
+    """A curator's rejection of a released study, recorded with its reason."""
+    from node.release.handlers import handle_release_rejected  # noqa: PLC0415 - imports this
+
+    return handle_release_rejected(task, context)
+
+
+register(RELEASE_REQUEST, release_request)
+register(RELEASE_REJECTED, release_rejected)

@@ -6,6 +6,7 @@ from alembic import context
 
 from node.clinical import models as clinical_models  # noqa: F401 - registers the fact tables
 from node.query import models as query_models  # noqa: F401 - registers the query tables
+from node.release import models as release_models  # noqa: F401 - registers the release tables
 from node.store.db import make_engine
 from node.store.models import Base
 

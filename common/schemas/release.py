@@ -1,0 +1,131 @@
+"""The hub-node contract of data release (issue 7): the request task a node receives, the
+state it reports back, the signed manifest of one study's files and the chunk exchange.
+
+Chunks are content-addressed (SHA-256 of their bytes), so the hub answers which it already
+holds and a node never sends a byte twice. A manifest is signed with the node's enrolled
+key over its canonical JSON (:func:`canonical_manifest`), so the hub can check it at rest,
+not only on the wire. Nothing here carries a hospital identifier: project subject keys,
+project UIDs, sizes, hashes and PHI-free reasons only.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RELEASE_REQUEST = "release.request"
+RELEASE_REJECTED = "release.rejected"
+CHUNK_BYTES = 4 * 1024 * 1024
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+MAX_CHUNKS_PER_QUERY = 10_000
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReleaseState(str, Enum):
+    """Where a data request stands at one node."""
+
+    # Sent to the node; hospital IT has not decided yet.
+    REQUESTED = "requested"
+    # Hospital IT approved; stage 2 runs next.
+    APPROVED = "approved"
+    # Hospital IT declined; the reason says why.
+    DECLINED = "declined"
+    # Stage 2 is done; the studies are being uploaded.
+    RELEASING = "releasing"
+    # Every study that passed the leak check is at the hub.
+    RELEASED = "released"
+    # Stage 2 or the upload failed; the reason names the step.
+    FAILED = "failed"
+
+
+class Selection(_Message):
+    """What to release: stage-1 study UIDs and/or stage-1 subject keys of the node."""
+
+    study_uids: list[str] = Field(default=[], max_length=100_000)
+    subject_keys: list[str] = Field(default=[], max_length=100_000)
+
+
+class ReleaseRequestPayload(_Message):
+    """The payload of a ``release.request`` task."""
+
+    request_id: int
+    profile: str = Field(default="anonymize", pattern=r"^[a-z][a-z0-9_-]*$", max_length=64)
+    selection: Selection
+
+
+class ReleaseReceived(_Message):
+    """A node's answer to ``release.request``: queued for hospital IT's decision."""
+
+    state: ReleaseState
+
+
+class ReleaseRejectedPayload(_Message):
+    """The payload of a ``release.rejected`` task: a curator rejected one study."""
+
+    request_id: int
+    study_uid: str = Field(max_length=64)
+    reason: str = Field(max_length=500)
+
+
+class RejectionReceived(_Message):
+    recorded: bool
+
+
+class StateReport(_Message):
+    """A node's report on one request: its decision, then its progress."""
+
+    state: ReleaseState
+    reason: str = Field(default="", max_length=500)
+    studies: int = Field(default=0, ge=0)
+    held: int = Field(default=0, ge=0)
+
+
+class ManifestFile(_Message):
+    path: str = Field(max_length=512)  # subject/study/series/instance.dcm — project keys only
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    sop_instance_uid: str = Field(max_length=64)
+    chunks: list[str]
+
+
+class StudyManifest(_Message):
+    """One study as released: its files, their chunks and the de-identification report."""
+
+    request_id: int
+    project: str
+    profile: str
+    subject_key: str = Field(max_length=64)
+    study_uid: str = Field(max_length=64)
+    files: list[ManifestFile]
+    report: dict[str, Any] = {}
+
+
+class SignedManifest(_Message):
+    manifest: StudyManifest
+    signature: str = Field(max_length=200)  # base64 Ed25519 over canonical_manifest()
+
+
+class ChunkQuery(_Message):
+    hashes: list[str] = Field(max_length=MAX_CHUNKS_PER_QUERY)
+
+
+class ChunksHeld(_Message):
+    held: list[str]
+
+
+class ManifestReceipt(_Message):
+    study: int
+    state: str
+
+
+def canonical_manifest(manifest: StudyManifest) -> bytes:
+    """The bytes a manifest's signature covers: sorted keys, no spaces."""
+    return json.dumps(
+        manifest.model_dump(mode="json"), sort_keys=True, separators=(",", ":")
+    ).encode()

@@ -1,0 +1,197 @@
+"""Uploads into quarantine: the hub takes content-addressed chunks, then a study's signed
+manifest, and verifies before anything is queued for a curator — the node's signature over
+the manifest, every file's size and SHA-256 rebuilt from its chunks, that pydicom parses it
+and that it carries the UIDs and subject key the manifest names — then runs its own PHI scan.
+
+A study sent again with the same files changes nothing (idempotent, also when the same data
+is released again under a new request); a rejected study may be sent again with new files.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import io
+import logging
+
+import pydicom
+from cryptography.exceptions import InvalidSignature
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from common import signing
+from common.deid.profile import load_profile
+from common.schemas.release import (
+    CHUNK_BYTES,
+    ManifestFile,
+    ReleaseState,
+    SignedManifest,
+    StudyManifest,
+    canonical_manifest,
+)
+from hub import audit
+from hub.curation.exceptions import ManifestConflict
+from hub.curation.models import ReceivedStudy, StudyState
+from hub.curation.scan import scan
+from hub.db import utcnow
+from hub.nodes.models import Node
+from hub.release import service as releases
+from hub.release.exceptions import ChunkMismatch, ManifestInvalid, StateNotAllowed
+from hub.storage.service import Storage, chunk_key
+
+logger = logging.getLogger(__name__)
+
+_UPLOADING = frozenset({ReleaseState.APPROVED, ReleaseState.RELEASING, ReleaseState.RELEASED})
+
+
+def held_chunks(storage: Storage, hashes: list[str]) -> list[str]:
+    return [sha for sha in dict.fromkeys(hashes) if storage.exists(chunk_key(sha))]
+
+
+def put_chunk(storage: Storage, sha256: str, data: bytes) -> bool:
+    """Store a chunk under its hash; False when it was there already."""
+    if len(data) > CHUNK_BYTES or hashlib.sha256(data).hexdigest() != sha256:
+        raise ChunkMismatch(sha256)
+    key = chunk_key(sha256)
+    if storage.exists(key):
+        return False
+    storage.put(key, data)
+    return True
+
+
+def quarantine_prefix(project: str, study_uid: str) -> str:
+    return f"quarantine/{project}/{study_uid}"
+
+
+def receive(
+    *, session: Session, storage: Storage, node: Node, signed: SignedManifest
+) -> ReceivedStudy:
+    manifest = signed.manifest
+    target = releases.require_target(session=session, node=node, request_id=manifest.request_id)
+    if ReleaseState(target.state) not in _UPLOADING:
+        raise StateNotAllowed(manifest.request_id, target.state, "an upload")
+    data_request = target.request
+    project = releases.project_of(session=session, data_request=data_request)
+    if manifest.project != project.name or manifest.profile != data_request.profile:
+        raise ManifestInvalid("manifest: project or profile is not the request's")
+    _check_signature(node, signed)
+    digest = content_digest(manifest)
+    existing = session.execute(
+        select(ReceivedStudy).where(
+            ReceivedStudy.project_id == project.id, ReceivedStudy.study_uid == manifest.study_uid
+        )
+    ).scalar_one_or_none()
+    if existing is not None and existing.content_sha256 == digest:
+        return existing  # the same files again (a retry, or the same data re-released)
+    if existing is not None and StudyState(existing.state) == StudyState.ACCEPTED:
+        raise ManifestConflict(manifest.study_uid)
+    latest = _latest_shifted_date(manifest.profile)
+    files = {entry.path: _assemble(storage, entry) for entry in manifest.files}
+    findings: list[str] = []
+    datasets = []
+    for entry in manifest.files:
+        ds = _parse(entry, files[entry.path], manifest)
+        datasets.append(ds)
+        findings += scan(ds, path=entry.path, subject_key=manifest.subject_key, latest_date=latest)
+    prefix = quarantine_prefix(project.name, manifest.study_uid)
+    for key in storage.list(prefix):
+        storage.delete(key)
+    for path, data in files.items():
+        storage.put(f"{prefix}/{path}", data)
+    study = existing or ReceivedStudy(project_id=project.id, study_uid=manifest.study_uid)
+    study.request_id = data_request.id
+    study.node_pk = node.id
+    study.subject_key = manifest.subject_key
+    study.manifest = manifest.model_dump(mode="json")
+    study.content_sha256 = digest
+    study.signature = signed.signature
+    study.summary = _summary(datasets)
+    study.findings = findings
+    study.state = StudyState.AWAITING_REVIEW
+    study.reason = ""
+    study.reviewed_by = ""
+    study.reviewed_at = None
+    study.received_at = utcnow()
+    session.add(study)
+    session.flush()
+    audit.record(
+        session=session,
+        actor=f"node:{node.name}",
+        action="curation.quarantine",
+        subject=f"study {study.id}",
+        project=project.name,
+        request=data_request.id,
+        files=len(manifest.files),
+        bytes=sum(entry.size for entry in manifest.files),
+        findings=len(findings),
+    )
+    return study
+
+
+def content_digest(manifest: StudyManifest) -> str:
+    """What makes two uploads of a study the same: its files' paths, sizes and hashes."""
+    files = sorted((entry.path, entry.size, entry.sha256) for entry in manifest.files)
+    return hashlib.sha256(repr(files).encode()).hexdigest()
+
+
+def _check_signature(node: Node, signed: SignedManifest) -> None:
+    try:
+        key = signing.parse_public_key(node.public_key)
+        signature = base64.b64decode(signed.signature.encode("ascii"), validate=True)
+        key.verify(signature, canonical_manifest(signed.manifest))
+    except (signing.SigningError, ValueError, binascii.Error, InvalidSignature):
+        raise ManifestInvalid("signature: not the node's signature over this manifest") from None
+
+
+def _assemble(storage: Storage, entry: ManifestFile) -> bytes:
+    missing = [sha for sha in entry.chunks if not storage.exists(chunk_key(sha))]
+    if missing:
+        raise ManifestInvalid(f"{entry.path}: {len(missing)} chunk(s) not uploaded")
+    data = b"".join(storage.get(chunk_key(sha)) for sha in entry.chunks)
+    if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise ManifestInvalid(f"{entry.path}: size or SHA-256 differs from the manifest")
+    return data
+
+
+def _parse(entry: ManifestFile, data: bytes, manifest: StudyManifest) -> Dataset:
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError):
+        raise ManifestInvalid(f"{entry.path}: not a readable DICOM file") from None
+    for keyword, expected in (
+        ("SOPInstanceUID", entry.sop_instance_uid),
+        ("StudyInstanceUID", manifest.study_uid),
+    ):
+        if str(ds.get(keyword, "")) != expected:
+            raise ManifestInvalid(f"{entry.path}: {keyword} is not the manifest's")
+    return ds
+
+
+def _latest_shifted_date(profile_name: str) -> dt.date:
+    """A shifted date lies at least ``max_days`` in the past (the profile's shift window)."""
+    try:
+        profile = load_profile(profile_name)
+    except Exception:  # a node-local profile file: only the future is out of range
+        return dt.datetime.now(dt.UTC).date()
+    return dt.datetime.now(dt.UTC).date() + dt.timedelta(days=profile.max_offset_days)
+
+
+def _summary(datasets: list[Dataset]) -> dict[str, object]:
+    """The header summary a curator previews: counts and coded attributes, no free text."""
+    first = datasets[0] if datasets else Dataset()
+    return {
+        "instances": len(datasets),
+        "series": len({str(ds.get("SeriesInstanceUID", "")) for ds in datasets}),
+        "modalities": sorted({str(ds.get("Modality", "")) for ds in datasets} - {""}),
+        "sop_classes": sorted({str(ds.get("SOPClassUID", "")) for ds in datasets} - {""}),
+        "study_date": str(first.get("StudyDate", "")),
+        "body_part": str(first.get("BodyPartExamined", "")),
+        "rows": int(first.get("Rows", 0) or 0),
+        "columns": int(first.get("Columns", 0) or 0),
+        "patient_sex": str(first.get("PatientSex", "")),
+        "patient_age": str(first.get("PatientAge", "")),
+    }

@@ -1,0 +1,15 @@
+"""Errors of the node's data release."""
+
+from __future__ import annotations
+
+from node.exceptions import Conflict, NotFound
+
+
+class RequestNotFound(NotFound):
+    def __init__(self, request_id: int) -> None:
+        super().__init__("data request", request_id)
+
+
+class AlreadyDecided(Conflict):
+    def __init__(self, request_id: int, state: str) -> None:
+        super().__init__(f"data request {request_id} is {state} already")
