@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(BIN)/havenet demo
+demo: $(STAMP)  # a hub and two nodes until Ctrl-C; `make demo DEMO_ARGS="--once --json"`
+	$(BIN)/havenet demo $(DEMO_ARGS)
 
 test: lint typecheck unit
 

@@ -7,6 +7,7 @@ printed once, on standard output, and never stored in the clear.
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import json
 import logging
@@ -219,8 +220,12 @@ def task_list(
     with _session(settings) as session:
         federation.expire_overdue(session=session)
         found = federation.latest(session=session, limit=limit)
+        offline_after = dt.timedelta(seconds=settings.node_offline_after_seconds)
         rows = [
-            federation.summary(session=session, task=task).model_dump(mode="json") for task in found
+            federation.summary(session=session, task=task, offline_after=offline_after).model_dump(
+                mode="json"
+            )
+            for task in found
         ]
     if as_json:
         typer.echo(json.dumps(rows))

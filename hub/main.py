@@ -34,6 +34,7 @@ from hub.catalogue import api as catalogue_api
 from hub.catalogue import ontology
 from hub.curation import api as curation_api
 from hub.db import make_engine, make_sessionmaker, migrate
+from hub.dicomweb import api as dicomweb_api
 from hub.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated, NotFound
 from hub.federation import api as federation_api
 from hub.nodes import api as nodes_api
@@ -91,7 +92,9 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.include_router(release_api.router)
     app.include_router(curation_api.router)
     app.include_router(curation_api.exports)
+    app.include_router(dicomweb_api.router)
     _map_errors(app)
+    dicomweb_api.map_errors(app)
     return app
 
 

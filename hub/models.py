@@ -12,6 +12,7 @@ DOMAIN_MODELS = (
     "hub.catalogue.models",
     "hub.release.models",
     "hub.curation.models",
+    "hub.dicomweb.models",
 )
 
 

@@ -8,7 +8,7 @@ stored: an empty or well-known value stops the hub (and its admin commands) at s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,12 +33,20 @@ class HubSettings(BaseSettings):
     clock_skew_seconds: int = Field(default=300, ge=5, le=3600)
     enrollment_token_hours: float = Field(default=24.0, gt=0, le=24 * 30)
     default_task_ttl_seconds: int = Field(default=24 * 3600, ge=1, le=30 * 24 * 3600)
+    # A node not seen for longer is shown "offline" in a task's per-node states, and a query
+    # waits for it no longer (it still answers if it returns within the TTL). A node is seen
+    # at each poll: keep this well above max_poll_wait_seconds.
+    node_offline_after_seconds: float = Field(default=180.0, ge=1, le=7 * 24 * 3600)
     # Load the vocabularies (catalogue concept expansion, typeahead) into the hub's database
     # at start, in the background, when they are not there yet (~7 s, ~55 MB in SQLite).
     ontology_at_start: bool = True
     # Central storage (hub/storage): chunks, quarantine and project workspaces on local disk;
     # empty means data_dir/storage.
     storage_dir: Path | None = None
+    # OCR of burned-in text in received images (hub/curation/ocr, Debian tesseract-ocr):
+    # "likely" reads US, SC, OT and any image flagged BurnedInAnnotation=YES; "all" every
+    # image; "off" none. Words read become scan findings for the curator.
+    curation_ocr: Literal["off", "likely", "all"] = "likely"
 
     @property
     def database(self) -> str:

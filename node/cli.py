@@ -355,6 +355,7 @@ def _mount_query_commands() -> None:
     from node.query import cli as query_cli  # noqa: PLC0415 - mounted like jobs
 
     node_app.command("ontology-load")(query_cli.ontology_load)
+    node_app.add_typer(query_cli.queries_app, name="queries")
 
 
 _mount_query_commands()

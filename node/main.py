@@ -43,6 +43,7 @@ from node.federation import agent as federation_agent
 from node.ingest.service import Ingest
 from node.jobs import scheduled
 from node.jobs.exceptions import InvalidSelection, JobFinished, JobNotFound
+from node.query import api as query_api
 from node.release import api as release_api
 from node.release import upload as release_upload
 from node.settings import NodeSettings
@@ -106,6 +107,11 @@ def create_app(settings: NodeSettings) -> FastAPI:
     )
     app.include_router(
         clinical_api.router,
+        dependencies=[Depends(api.require_token)],
+        responses={401: {"description": "No bearer token, or not the node's token."}},
+    )
+    app.include_router(
+        query_api.router,
         dependencies=[Depends(api.require_token)],
         responses={401: {"description": "No bearer token, or not the node's token."}},
     )

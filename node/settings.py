@@ -94,6 +94,9 @@ class NodeSettings(BaseSettings):
     # hub takes up to 4 MiB), and how often the upload worker looks for work when idle.
     release_chunk_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=4 * 1024 * 1024)
     release_poll_seconds: float = Field(default=1.0, gt=0, le=300)
+    # Processes running stage 2, and threads sending chunks to the hub at once.
+    release_workers: int = Field(default=2, ge=1, le=64)
+    release_upload_workers: int = Field(default=2, ge=1, le=16)
 
     @field_validator("ae_title")
     @classmethod

@@ -18,7 +18,10 @@ one, in the same run and alternately:
 Both receive with one association from one storescu (``TCP_NODELAY=1``), as a PACS pushing a
 study does. The node's memory is the peak summed RSS of its process tree (the node, its
 workers, the fork server) sampled every 20 ms; "end" is the same sum when the last instance
-was stored. Prints a table; asserts nothing. Needs ``dcmtk`` and ``orthanc``.
+was stored. "CPU ms/file" is the processor time each receiver's process tree spent per
+instance (user + system, from its start of the push to its end): unlike the rates, it hardly
+depends on what else the machine runs, so it is the figure to compare across runs. Prints a
+table; asserts nothing. Needs ``dcmtk`` and ``orthanc``.
 """
 
 from __future__ import annotations
@@ -94,8 +97,38 @@ _NODE = textwrap.dedent(
 class Result:
     seconds: float
     acked_seconds: float
+    cpu_seconds: float
     peak_mb: float = 0.0
     end_mb: float = 0.0
+
+
+class TreeCpu:
+    """Processor time of a process and its descendants, including those that ended: sampled
+    while they run (the last sample of an ended one counts)."""
+
+    def __init__(self, root: psutil.Process) -> None:
+        self.root = root
+        self.start: dict[int, float] = {}
+        self.last: dict[int, float] = {}
+
+    def sample(self) -> None:
+        with contextlib.suppress(psutil.Error):
+            for member in [self.root, *self.root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = member.cpu_times()
+                    self.last[member.pid] = times.user + times.system
+                    for thread in member.threads() if member.pid == self.root.pid else ():
+                        self.last[-thread.id] = thread.user_time + thread.system_time
+
+    def begin(self) -> None:
+        self.sample()
+        self.start = dict(self.last)
+
+    def seconds(self) -> float:
+        self.sample()
+        # A process's own time includes its live threads'; threads that ended are kept from
+        # their last sample, and counted in the process's time already: use the process's.
+        return sum(v - self.start.get(pid, 0.0) for pid, v in self.last.items() if pid > 0)
 
 
 def tree_rss(process: psutil.Process) -> float:
@@ -131,14 +164,17 @@ def storescu(port: int, folder: Path) -> subprocess.CompletedProcess[str]:
 def run_orthanc(folder: Path, files: int, work: Path) -> Result:
     orthanc = Orthanc.start(work / "orthanc", die_with_parent=False)
     try:
+        cpu = TreeCpu(psutil.Process(orthanc.process.pid))
+        cpu.begin()
         started = time.monotonic()
         done = storescu(orthanc.dicom_port, folder)
         seconds = time.monotonic() - started
+        cpu_seconds = cpu.seconds()
         if done.returncode != 0 or orthanc.instances() != files:
             raise RuntimeError(f"Orthanc run failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
     finally:
         orthanc.stop()
-    return Result(seconds=seconds, acked_seconds=seconds)
+    return Result(seconds=seconds, acked_seconds=seconds, cpu_seconds=cpu_seconds)
 
 
 def run_node(folder: Path, files: int, work: Path, workers: int) -> Result:
@@ -158,12 +194,15 @@ def run_node(folder: Path, files: int, work: Path, workers: int) -> Result:
         if node.stdout.readline().strip() != "listening":
             raise RuntimeError("the node did not start")
         watched = psutil.Process(node.pid)
+        cpu = TreeCpu(watched)
+        cpu.begin()
         peak = [0.0]
         sampling = threading.Event()
 
         def sample() -> None:
             while not sampling.is_set():
                 peak[0] = max(peak[0], tree_rss(watched))
+                cpu.sample()
                 time.sleep(0.02)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -178,7 +217,7 @@ def run_node(folder: Path, files: int, work: Path, workers: int) -> Result:
         sampling.set()
         sampler.join()
         stored_at = float(line[1])
-        return Result(stored_at - started, acked, max(peak[0], end), end)
+        return Result(stored_at - started, acked, cpu.seconds(), max(peak[0], end), end)
     finally:
         with contextlib.suppress(BrokenPipeError):
             node.stdin.close()
@@ -247,17 +286,20 @@ def main(argv: list[str] | None = None) -> None:
     print()
     header = (
         "| corpus | files | MB | Orthanc files/s | Orthanc MB/s | node files/s | node MB/s "
-        "| node/Orthanc | node acked files/s | node peak MB | node MB at end |"
+        "| node/Orthanc | node acked files/s | Orthanc CPU ms/file | node CPU ms/file "
+        "| node peak MB | node MB at end |"
     )
     print(header)
-    print("| --- " * 11 + "|")
+    print("| --- " * 13 + "|")
     for name, files, megabytes, orthanc, node in rows:
         print(
             f"| {name} | {files} | {megabytes:.1f} "
             f"| {files / orthanc.seconds:.0f} | {megabytes / orthanc.seconds:.1f} "
             f"| {files / node.seconds:.0f} | {megabytes / node.seconds:.1f} "
             f"| {orthanc.seconds / node.seconds:.2f}x "
-            f"| {files / node.acked_seconds:.0f} | {node.peak_mb:.0f} | {node.end_mb:.0f} |"
+            f"| {files / node.acked_seconds:.0f} "
+            f"| {orthanc.cpu_seconds * 1e3 / files:.2f} | {node.cpu_seconds * 1e3 / files:.2f} "
+            f"| {node.peak_mb:.0f} | {node.end_mb:.0f} |"
         )
     print(f"\nload average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 

@@ -15,12 +15,15 @@ pixels (so no two chunks are equal). Then, twice:
    half of the chunks, started again — timed from the restart to ``released``, with the
    number of chunks the node sent against the number the hub holds.
 
-Prints MB/s (stage-1 input megabytes per second) and the resume figures. Asserts nothing.
+Prints MB/s (stage-1 input megabytes per second), the CPU seconds each part used (the
+machine may be shared: MB per CPU-second and the load average say how much), and the resume
+figures. Asserts nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -32,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 import numpy  # noqa: E402
+import psutil  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
 from node.release.models import OutboxItem, ReleaseRequest  # noqa: E402
@@ -85,7 +89,7 @@ def wait_for(check: object, timeout: float = 3600) -> None:
     while not check():  # type: ignore[operator]
         if time.monotonic() > deadline:
             raise SystemExit("timed out")
-        time.sleep(0.05)
+        time.sleep(0.2)  # polling the hub costs it CPU the release would use
 
 
 def request(hub: Hub, token: str, project: str, uids: list[str], node: NodeProcess) -> int:
@@ -115,6 +119,74 @@ def chunks_sent(node: NodeProcess, hub_request_id: int) -> int:
         engine.dispose()
 
 
+class CpuClock:
+    """CPU seconds the release uses: the hub, the node's server (upload) and the approving
+    command with its stage-2 workers (children of this process once they end)."""
+
+    def __init__(self, hub: Hub, node: NodeProcess) -> None:
+        assert hub.process is not None and node.process is not None
+        self.processes = {"hub": psutil.Process(hub.process.pid)}
+        self.processes["node"] = psutil.Process(node.process.pid)
+        self.start = {name: self._cpu(p) for name, p in self.processes.items()}
+        self.children = self._children()
+
+    @staticmethod
+    def _cpu(process: psutil.Process) -> float:
+        times = process.cpu_times()
+        return float(times.user + times.system)
+
+    @staticmethod
+    def _children() -> float:
+        times = os.times()
+        return times.children_user + times.children_system
+
+    def seconds(self) -> dict[str, float]:
+        used = {name: self._cpu(p) - self.start[name] for name, p in self.processes.items()}
+        used["stage 2"] = self._children() - self.children
+        return used
+
+
+def end_to_end(hub: Hub, admin: str, node: NodeProcess, uids: list[str], size: int) -> None:
+    first = request(hub, admin, "bench-a", uids, node)
+    load = os.getloadavg()[0]
+    cpu = CpuClock(hub, node)
+    started = time.perf_counter()
+    node.cli("requests", "approve", str(first))
+    stage2 = time.perf_counter() - started
+    wait_for(lambda: state(hub, admin, first) == "released")
+    seconds = time.perf_counter() - started
+    upload = seconds - stage2
+    used = cpu.seconds()
+    print(f"end to end: {size / 1e6 / seconds:.1f} MB/s ({seconds:.1f} s; approval with "
+          f"stage 2 and leak check {stage2:.1f} s, studies uploading as they are done; "
+          f"upload and hub verification after it {upload:.1f} s)")  # fmt: skip
+    print(f"cpu: stage 2 {used['stage 2']:.1f} s, node upload {used['node']:.1f} s, hub "
+          f"{used['hub']:.1f} s = {size / 1e6 / sum(used.values()):.0f} MB per CPU-second; "
+          f"load average {load:.1f} before, {os.getloadavg()[0]:.1f} after "
+          f"({os.cpu_count()} cores)")  # fmt: skip
+
+
+def resume(hub: Hub, admin: str, node: NodeProcess, uids: list[str], chunks: Path) -> None:
+    second = request(hub, admin, "bench-b", uids, node)
+    before = chunk_count(chunks)
+    node.cli("requests", "approve", str(second))
+    expected = len(list((node.data_dir / "store").rglob("*.dcm")))  # a chunk a file
+    wait_for(lambda: chunk_count(chunks) - before >= max(1, expected // 2))
+    assert node.process is not None
+    node.process.kill()
+    node.process.wait()
+    at_kill = chunk_count(chunks) - before
+    started = time.perf_counter()
+    node.start()
+    wait_for(lambda: state(hub, admin, second) == "released")
+    resumed = time.perf_counter() - started
+    held = chunk_count(chunks) - before
+    sent = chunks_sent(node, second)
+    print(f"resume: node killed with {at_kill} of {held} chunks at the hub; restarted and "
+          f"released in {resumed:.1f} s; chunks sent in all {sent} "
+          f"(re-sent: {max(0, sent - held)})")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--megabytes", type=int, default=512)
@@ -131,39 +203,14 @@ def main() -> None:
         enroll_in_process(node, hub, created.json()["enrollment_token"])
         started = time.perf_counter()
         uids, size = fill(node, args.megabytes, args.file_megabytes)
+        os.sync()  # the store is on disk before a release, as in a hospital; not timed
         print(f"store: {size / 1e6:.0f} MB of stage-1 CT in {len(uids)} studies "
               f"({time.perf_counter() - started:.0f} s to make)")  # fmt: skip
         node.start()
         chunks = hub.folder / "storage" / "chunks"
 
-        first = request(hub, admin, "bench-a", uids, node)
-        started = time.perf_counter()
-        node.cli("requests", "approve", str(first))
-        stage2 = time.perf_counter() - started
-        wait_for(lambda: state(hub, admin, first) == "released")
-        seconds = time.perf_counter() - started
-        upload = seconds - stage2
-        print(f"end to end: {size / 1e6 / seconds:.1f} MB/s ({seconds:.1f} s; stage 2 and leak "
-              f"check {stage2:.1f} s, upload and hub verification {upload:.1f} s)")  # fmt: skip
-
-        second = request(hub, admin, "bench-b", uids, node)
-        before = chunk_count(chunks)
-        node.cli("requests", "approve", str(second))
-        expected = size // 4_194_304  # about the chunks to come (4 MiB each)
-        wait_for(lambda: chunk_count(chunks) - before >= max(1, expected // 2))
-        assert node.process is not None
-        node.process.kill()
-        node.process.wait()
-        at_kill = chunk_count(chunks) - before
-        started = time.perf_counter()
-        node.start()
-        wait_for(lambda: state(hub, admin, second) == "released")
-        resumed = time.perf_counter() - started
-        held = chunk_count(chunks) - before
-        sent = chunks_sent(node, second)
-        print(f"resume: node killed with {at_kill} of {held} chunks at the hub; restarted and "
-              f"released in {resumed:.1f} s; chunks sent in all {sent} "
-              f"(re-sent: {max(0, sent - held)})")  # fmt: skip
+        end_to_end(hub, admin, node, uids, size)
+        resume(hub, admin, node, uids, chunks)
     except httpx.HTTPError as exc:
         raise SystemExit(f"the hub failed: {exc}") from None
     finally:

@@ -85,6 +85,9 @@ class ResultStatus(str, Enum):
     REFUSED = "refused"
     # The node tried and could not; the reason names the failure, never a value.
     FAILED = "failed"
+    # The node holds the task and answers later (after local approval); the reason says
+    # why. The task stays pending at the hub, which no longer hands it to the node.
+    DEFERRED = "deferred"
 
 
 class TaskResult(_Message):

@@ -520,3 +520,105 @@ def parse_cohort(data: object) -> Cohort:
             for error in exc.errors(include_input=False, include_url=False)
         ]
         raise InvalidCohort(problems) from None
+
+
+# -- in words, for the people who approve a query -----------------------------------------------
+
+
+def _range(low: float | None, high: float | None, unit: str = "") -> str:
+    suffix = f" {unit}" if unit else ""
+    if low is not None and high is not None:
+        return f"{low:g} to {high:g}{suffix}"
+    if low is not None:
+        return f"at least {low:g}{suffix}"
+    return f"at most {high:g}{suffix}"
+
+
+def _window(within: Within) -> str:
+    which = "first" if within.anchor_occurrence is AnchorOccurrence.FIRST else "any"
+    return f"{within.min_days} to {within.max_days} days after the {which} {within.anchor!r} event"
+
+
+def _imaging_terms(criterion: ImagingCriterion) -> list[str]:
+    terms = [
+        f"{name.replace('_', ' ')} {' or '.join(values)}"
+        for name, values in (
+            ("modality", criterion.modality),
+            ("body_part", criterion.body_part),
+            ("sequence_type", criterion.sequence_type),
+            ("manufacturer", criterion.manufacturer),
+        )
+        if values
+    ]
+    if criterion.contrast is not None:
+        terms.append("with contrast" if criterion.contrast else "without contrast")
+    if criterion.slice_thickness_max is not None:
+        terms.append(f"slices at most {criterion.slice_thickness_max:g} mm")
+    low, high = criterion.field_strength_min, criterion.field_strength_max
+    if low is not None or high is not None:
+        terms.append(f"field strength {_range(low, high, 'T')}")
+    if criterion.date_from is not None or criterion.date_to is not None:
+        start = criterion.date_from.isoformat() if criterion.date_from else "…"
+        end = criterion.date_to.isoformat() if criterion.date_to else "…"
+        terms.append(f"study date {start} to {end}")
+    return terms
+
+
+def _leaf(criterion: PatientCriterion | EventCriterion) -> str:
+    if isinstance(criterion, PatientCriterion):
+        return f"sex {' or '.join(criterion.sex)}"
+    if isinstance(criterion, ImagingCriterion):
+        terms = _imaging_terms(criterion)
+        text = "an imaging series" + (f": {', '.join(terms)}" if terms else "")
+    else:
+        text = f"a {criterion.kind} {criterion.concept}"
+        text += " or a descendant" if criterion.descendants else " (this code only)"
+        if isinstance(criterion, MeasurementCriterion) and (
+            criterion.value_min is not None or criterion.value_max is not None
+        ):
+            text += (
+                f", value {_range(criterion.value_min, criterion.value_max, criterion.unit or '')}"
+            )
+    if criterion.age_min is not None or criterion.age_max is not None:
+        text += f", aged {_range(criterion.age_min, criterion.age_max)} at the time"
+    if criterion.within is not None:
+        text += f", {_window(criterion.within)}"
+    return f"[{criterion.id}] {text}" if criterion.id else text
+
+
+def describe(criterion: Criterion, depth: int = 0) -> list[str]:
+    """The criterion in words, one line each, indented two spaces per level."""
+    pad = "  " * depth
+    if isinstance(criterion, AllOf | AnyOf | NotOf):
+        heading = {AllOf: "all of:", AnyOf: "any of:", NotOf: "not:"}[type(criterion)]
+        return [
+            f"{pad}{heading}",
+            *(line for child in children(criterion) for line in describe(child, depth + 1)),
+        ]
+    return [f"{pad}{_leaf(criterion)}"]
+
+
+def describe_request(request: CohortCountRequest) -> list[str]:
+    """A ``cohort.count`` request in words: the cohort, the breakdowns and the statistic."""
+    cohort = request.cohort
+    lines = [f"cohort {cohort.name!r}: patients with" if cohort.name else "patients with"]
+    lines.extend(describe(cohort.inclusion, 1))
+    if cohort.exclusion is not None:
+        lines.append("excluding patients with")
+        lines.extend(describe(cohort.exclusion, 1))
+    lines.append("counted: patients, studies, series")
+    if request.breakdowns:
+        lines.append(f"broken down by {', '.join(b.value for b in request.breakdowns)}")
+    statistic = request.statistic
+    if statistic is not None:
+        unit = f" ({statistic.unit})" if statistic.unit else ""
+        edges = ", ".join(f"{edge:g}" for edge in statistic.bin_edges)
+        text = f"statistic: the latest {statistic.measurement}{unit} of each patient"
+        if statistic.by is not None:
+            lines.append(f"{text}, per {statistic.by.value}, histogram edges {edges}")
+        elif statistic.split is not None:
+            lines.append(f"{text}, in two groups (yes/no), histogram edges {edges}, split on")
+            lines.extend(describe(statistic.split, 1))
+        else:
+            lines.append(f"{text}, histogram edges {edges}")
+    return lines

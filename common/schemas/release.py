@@ -14,7 +14,9 @@ import json
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from common.schemas.cohort import Cohort
 
 RELEASE_REQUEST = "release.request"
 RELEASE_REJECTED = "release.rejected"
@@ -36,7 +38,7 @@ class ReleaseState(str, Enum):
     APPROVED = "approved"
     # Hospital IT declined; the reason says why.
     DECLINED = "declined"
-    # Stage 2 is done; the studies are being uploaded.
+    # Stage 2 runs and its studies are uploaded as they are done.
     RELEASING = "releasing"
     # Every study that passed the leak check is at the hub.
     RELEASED = "released"
@@ -45,10 +47,19 @@ class ReleaseState(str, Enum):
 
 
 class Selection(_Message):
-    """What to release: stage-1 study UIDs and/or stage-1 subject keys of the node."""
+    """What to release: a cohort (the federated query's definition, which each node resolves
+    with its own query engine) and/or stage-1 study UIDs and subject keys of the node (for
+    hospital IT and tests). The release is the union of what they name."""
 
+    cohort: Cohort | None = None
     study_uids: list[str] = Field(default=[], max_length=100_000)
     subject_keys: list[str] = Field(default=[], max_length=100_000)
+
+    @model_validator(mode="after")
+    def _names_something(self) -> Selection:
+        if self.cohort is None and not self.study_uids and not self.subject_keys:
+            raise ValueError("selection: give a cohort, study_uids or subject_keys")
+        return self
 
 
 class ReleaseRequestPayload(_Message):
@@ -94,8 +105,27 @@ class ManifestFile(_Message):
     chunks: list[str]
 
 
+class RecordFormat(str, Enum):
+    """How a released clinical file is written."""
+
+    # A FHIR R4 ``collection`` Bundle (``<subject>/clinical/bundle.json``).
+    FHIR_BUNDLE = "fhir-r4-bundle"
+    # One OMOP CDM 5.4 table with every column (``<subject>/clinical/<table>.csv``).
+    OMOP_CSV = "omop-cdm-5.4-csv"
+
+
+class RecordFile(_Message):
+    path: str = Field(max_length=512)  # subject/clinical/bundle.json, subject/clinical/person.csv
+    format: RecordFormat
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=SHA256_PATTERN)
+    chunks: list[str]
+
+
 class StudyManifest(_Message):
-    """One study as released: its files, their chunks and the de-identification report."""
+    """One study as released — its files, their chunks and the de-identification report — or
+    one subject's clinical records (``records``, no ``files``), under a project UID of their
+    own, so that records go through the same chunks, signature and curation as images."""
 
     request_id: int
     project: str
@@ -103,7 +133,14 @@ class StudyManifest(_Message):
     subject_key: str = Field(max_length=64)
     study_uid: str = Field(max_length=64)
     files: list[ManifestFile]
+    records: list[RecordFile] = []
     report: dict[str, Any] = {}
+
+    def chunk_hashes(self) -> list[str]:
+        """Every chunk of its files and records, each once, in order."""
+        chunks = [sha for entry in self.files for sha in entry.chunks]
+        chunks += [sha for entry in self.records for sha in entry.chunks]
+        return list(dict.fromkeys(chunks))
 
 
 class SignedManifest(_Message):

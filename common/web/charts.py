@@ -11,6 +11,7 @@ from html import escape
 class Bar:
     label: str
     value: int
+    text: str | None = None  # written beside the bar instead of the value ("<10", ">=30")
 
 
 def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 560, row: int = 26) -> str:
@@ -31,7 +32,8 @@ def bar_chart(bars: Sequence[Bar], *, title: str, width: int = 560, row: int = 2
             f'<text x="{label_width - 8}" y="{y + row / 2 + 4:.0f}" text-anchor="end">'
             f"{escape(bar.label)}</text>"
             f'<rect x="{label_width}" y="{y + 3}" width="{length}" height="{row - 8}" rx="2"/>'
-            f'<text x="{label_width + length + 6}" y="{y + row / 2 + 4:.0f}">{bar.value}</text>'
+            f'<text x="{label_width + length + 6}" y="{y + row / 2 + 4:.0f}">'
+            f"{escape(bar.text if bar.text is not None else str(bar.value))}</text>"
         )
     parts.append("</svg>")
     return "".join(parts)

@@ -41,11 +41,14 @@ def list_studies(
     if as_json:
         typer.echo(json.dumps(rows))
         return
-    table = Table("id", "project", "node", "subject", "study", "files", "findings", "state")
+    table = Table(
+        "id", "project", "node", "subject", "study", "files", "records", "findings", "state"
+    )
     for row in rows:
         table.add_row(
             *(str(row[k]) for k in ("id", "project", "node", "subject_key", "study_uid")),
             str(row["files"]),
+            str(row["records"]),
             str(row["findings"]),
             row["state"],
         )

@@ -1,10 +1,17 @@
 """Uploads into quarantine: the hub takes content-addressed chunks, then a study's signed
 manifest, and verifies before anything is queued for a curator — the node's signature over
 the manifest, every file's size and SHA-256 rebuilt from its chunks, that pydicom parses it
-and that it carries the UIDs and subject key the manifest names — then runs its own PHI scan.
+and that it carries the UIDs and subject key the manifest names, that clinical records are
+a valid FHIR Bundle or OMOP table — then runs its own PHI scan (:mod:`hub.curation.scan`,
+:mod:`hub.curation.records`, and OCR of burned-in text where the policy asks,
+:mod:`hub.curation.ocr`).
+
+Files wait under ``incoming/`` until all have passed, then move into quarantine at once, so a
+refused upload leaves nothing behind and never half-replaces a study.
 
 A study sent again with the same files changes nothing (idempotent, also when the same data
-is released again under a new request); a rejected study may be sent again with new files.
+is released again under a new request: acknowledged, not queued again); a rejected study may
+be sent again with new files.
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import datetime as dt
 import hashlib
 import io
 import logging
+from collections import Counter
+from dataclasses import dataclass, field
 
 import pydicom
 from cryptography.exceptions import InvalidSignature
@@ -34,8 +43,11 @@ from common.schemas.release import (
     canonical_manifest,
 )
 from hub import audit
+from hub.curation import ocr as burned_in
+from hub.curation import records
 from hub.curation.exceptions import ManifestConflict
 from hub.curation.models import ReceivedStudy, StudyState
+from hub.curation.ocr import OcrPolicy
 from hub.curation.scan import scan
 from hub.db import utcnow
 from hub.nodes.models import Node
@@ -67,8 +79,18 @@ def quarantine_prefix(project: str, study_uid: str) -> str:
     return f"quarantine/{project}/{study_uid}"
 
 
+def incoming_prefix(project: str, study_uid: str) -> str:
+    """Where an upload's files wait until every one of them has passed."""
+    return f"incoming/{project}/{study_uid}"
+
+
 def receive(
-    *, session: Session, storage: Storage, node: Node, signed: SignedManifest
+    *,
+    session: Session,
+    storage: Storage,
+    node: Node,
+    signed: SignedManifest,
+    ocr: OcrPolicy = OcrPolicy.OFF,
 ) -> ReceivedStudy:
     manifest = signed.manifest
     target = releases.require_target(session=session, node=node, request_id=manifest.request_id)
@@ -89,19 +111,17 @@ def receive(
         return existing  # the same files again (a retry, or the same data re-released)
     if existing is not None and StudyState(existing.state) == StudyState.ACCEPTED:
         raise ManifestConflict(manifest.study_uid)
-    latest = _latest_shifted_date(manifest.profile)
-    files = {entry.path: _assemble(storage, entry) for entry in manifest.files}
-    findings: list[str] = []
-    datasets = []
-    for entry in manifest.files:
-        ds = _parse(entry, files[entry.path], manifest)
-        datasets.append(ds)
-        findings += scan(ds, path=entry.path, subject_key=manifest.subject_key, latest_date=latest)
+    incoming = incoming_prefix(project.name, manifest.study_uid)
+    _clear(storage, incoming)
+    try:
+        verified = _verify(storage, incoming, manifest, ocr)
+    except BaseException:
+        _clear(storage, incoming)
+        raise
     prefix = quarantine_prefix(project.name, manifest.study_uid)
-    for key in storage.list(prefix):
-        storage.delete(key)
-    for path, data in files.items():
-        storage.put(f"{prefix}/{path}", data)
+    _clear(storage, prefix)
+    for key in storage.list(incoming):
+        storage.move(key, f"{prefix}/{key[len(incoming) + 1 :]}")
     study = existing or ReceivedStudy(project_id=project.id, study_uid=manifest.study_uid)
     study.request_id = data_request.id
     study.node_pk = node.id
@@ -109,8 +129,8 @@ def receive(
     study.manifest = manifest.model_dump(mode="json")
     study.content_sha256 = digest
     study.signature = signed.signature
-    study.summary = _summary(datasets)
-    study.findings = findings
+    study.summary = verified.summary()
+    study.findings = verified.findings
     study.state = StudyState.AWAITING_REVIEW
     study.reason = ""
     study.reviewed_by = ""
@@ -126,15 +146,63 @@ def receive(
         project=project.name,
         request=data_request.id,
         files=len(manifest.files),
-        bytes=sum(entry.size for entry in manifest.files),
-        findings=len(findings),
+        records=len(manifest.records),
+        bytes=sum(f.size for f in manifest.files) + sum(r.size for r in manifest.records),
+        findings=len(verified.findings),
     )
     return study
 
 
+@dataclass
+class _Verified:
+    """What verification learnt of an upload: headers, record counts and the findings."""
+
+    datasets: list[Dataset] = field(default_factory=list)
+    records: Counter[str] = field(default_factory=Counter)
+    findings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        summary = _summary(self.datasets)
+        if self.records:
+            summary["records"] = dict(sorted(self.records.items()))
+        return summary
+
+
+def _verify(storage: Storage, incoming: str, manifest: StudyManifest, ocr: OcrPolicy) -> _Verified:
+    """Each file rebuilt from its chunks, checked against the manifest, validated, scanned
+    and composed of its chunks under ``incoming`` — one file in memory at a time."""
+    latest = _latest_shifted_date(manifest.profile)
+    verified = _Verified()
+    for entry in manifest.files:
+        data = _assemble(storage, entry.path, entry.chunks, entry.size, entry.sha256)
+        ds = _parse(entry, data, manifest)
+        verified.datasets.append(ds)
+        verified.findings += scan(
+            ds, path=entry.path, subject_key=manifest.subject_key, latest_date=latest
+        )
+        verified.findings += burned_in.findings(data, path=entry.path, policy=ocr)
+        storage.compose(f"{incoming}/{entry.path}", [chunk_key(sha) for sha in entry.chunks])
+    for record in manifest.records:
+        data = _assemble(storage, record.path, record.chunks, record.size, record.sha256)
+        counts, found = records.check(
+            record, data, subject_key=manifest.subject_key, latest_date=latest
+        )
+        verified.records.update(counts)
+        verified.findings += found
+        storage.compose(f"{incoming}/{record.path}", [chunk_key(sha) for sha in record.chunks])
+    return verified
+
+
+def _clear(storage: Storage, prefix: str) -> None:
+    for key in storage.list(prefix):
+        storage.delete(key)
+
+
 def content_digest(manifest: StudyManifest) -> str:
-    """What makes two uploads of a study the same: its files' paths, sizes and hashes."""
-    files = sorted((entry.path, entry.size, entry.sha256) for entry in manifest.files)
+    """What makes two uploads of a study the same: its files' (and records') paths, sizes and
+    hashes."""
+    files = sorted((f.path, f.size, f.sha256) for f in manifest.files)
+    files += sorted((r.path, r.size, r.sha256) for r in manifest.records)
     return hashlib.sha256(repr(files).encode()).hexdigest()
 
 
@@ -147,13 +215,16 @@ def _check_signature(node: Node, signed: SignedManifest) -> None:
         raise ManifestInvalid("signature: not the node's signature over this manifest") from None
 
 
-def _assemble(storage: Storage, entry: ManifestFile) -> bytes:
-    missing = [sha for sha in entry.chunks if not storage.exists(chunk_key(sha))]
+def _assemble(storage: Storage, path: str, chunks: list[str], size: int, sha256: str) -> bytes:
+    """A file rebuilt from its chunks (each checked against its name when it was put)."""
+    missing = [sha for sha in chunks if not storage.exists(chunk_key(sha))]
     if missing:
-        raise ManifestInvalid(f"{entry.path}: {len(missing)} chunk(s) not uploaded")
-    data = b"".join(storage.get(chunk_key(sha)) for sha in entry.chunks)
-    if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
-        raise ManifestInvalid(f"{entry.path}: size or SHA-256 differs from the manifest")
+        raise ManifestInvalid(f"{path}: {len(missing)} chunk(s) not uploaded")
+    data = b"".join(storage.get(chunk_key(sha)) for sha in chunks)
+    # A one-chunk file is its chunk, whose bytes were hashed against its name on arrival.
+    hashed = chunks == [sha256] or hashlib.sha256(data).hexdigest() == sha256
+    if len(data) != size or not hashed:
+        raise ManifestInvalid(f"{path}: size or SHA-256 differs from the manifest")
     return data
 
 

@@ -28,7 +28,8 @@ _MUST_BE_EMPTY = (
     "AccessionNumber",
 )
 _TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UT", "PN", "UC"})
-_PATTERNS = (
+_SCANNED_VRS = _TEXT_VRS | {"DA", "SQ"}
+PATTERNS = (
     ("an e-mail address", re.compile(r"[\w.+-]+@[\w-]+\.[a-z]{2,}", re.IGNORECASE)),
     ("a telephone number", re.compile(r"(?<![\w.])\+?\d[\d ()-]{7,}\d(?![\w.])")),
 )
@@ -46,7 +47,7 @@ def scan(ds: Dataset, *, path: str, subject_key: str, latest_date: dt.date) -> l
             findings.append(f"{path}: {keyword} is not empty")
     for name, vr, value in _elements(ds):
         if vr in _TEXT_VRS:
-            for label, pattern in _PATTERNS:
+            for label, pattern in PATTERNS:
                 if pattern.search(value):
                     findings.append(f"{path}: {name} holds what looks like {label}")
         elif vr == "DA" and _after(value, latest_date):
@@ -55,7 +56,12 @@ def scan(ds: Dataset, *, path: str, subject_key: str, latest_date: dt.date) -> l
 
 
 def _elements(ds: Dataset, prefix: str = "") -> Iterator[tuple[str, str, str]]:
-    for element in ds:
+    """(name, VR, value) of the text and date elements, converting only those: the raw
+    elements' VRs are read first (a header's other values are never decoded)."""
+    for raw in ds.elements():
+        if raw.VR is not None and raw.VR not in _SCANNED_VRS:
+            continue  # not text, a date or a sequence: its value is never looked at
+        element = ds[raw.tag]
         name = f"{prefix}{element.keyword or str(element.tag)}"
         if element.VR == "SQ":
             for index, item in enumerate(element.value):

@@ -19,6 +19,7 @@ class StudySummaryRead(BaseModel):
     study_uid: str
     state: StudyState
     files: int
+    records: int = Field(default=0, description="Clinical records files (FHIR, OMOP).")
     findings: int
     received_at: dt.datetime
 

@@ -81,6 +81,7 @@ def summary(*, session: Session, study: ReceivedStudy) -> StudySummaryRead:
         study_uid=study.study_uid,
         state=StudyState(study.state),
         files=len(study.manifest.get("files", [])),
+        records=len(study.manifest.get("records", [])),
         findings=len(study.findings),
         received_at=aware(study.received_at),
     )
@@ -97,9 +98,7 @@ def accept(*, session: Session, storage: Storage, reviewer: str, study_id: int) 
     source = quarantine_prefix(project, study.study_uid)
     target = workspace_prefix(project, study.subject_key, study.study_uid)
     for key in storage.list(source):
-        storage.put(f"{target}/{key[len(source) + 1 :]}", storage.get(key))
-    for key in storage.list(source):
-        storage.delete(key)
+        storage.move(key, f"{target}/{key[len(source) + 1 :]}")
     _decide(session, study, reviewer, StudyState.ACCEPTED, "")
     return study
 
@@ -214,11 +213,13 @@ def zip_name(study: ReceivedStudy) -> str:
 
 
 def study_zip(*, storage: Storage, project: Project, study: ReceivedStudy) -> bytes:
-    """One study's files under subject/study/…, with its manifest; byte-identical each time."""
+    """One study's files under subject/study/…, or one subject's clinical records under
+    subject/clinical/…, with its manifest; byte-identical each time."""
     prefix = workspace_prefix(project.name, study.subject_key, study.study_uid)
+    entries = [*study.manifest["files"], *study.manifest.get("records", [])]
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
-        for entry in sorted(study.manifest["files"], key=lambda f: f["path"]):
+        for entry in sorted(entries, key=lambda f: f["path"]):
             _add(archive, entry["path"], storage.get(f"{prefix}/{entry['path']}"))
         _add(archive, "manifest.json", _json(study.manifest))
     return buffer.getvalue()
@@ -243,7 +244,11 @@ def export_manifest(*, session: Session, project: Project) -> dict[str, Any]:
                 "study_uid": study.study_uid,
                 "profile": study.manifest["profile"],
                 "files": len(study.manifest["files"]),
-                "bytes": sum(entry["size"] for entry in study.manifest["files"]),
+                "records": len(study.manifest.get("records", [])),
+                "bytes": sum(
+                    entry["size"]
+                    for entry in [*study.manifest["files"], *study.manifest.get("records", [])]
+                ),
             }
             for study in accepted(session=session, project=project)
         ],
@@ -253,13 +258,17 @@ def export_manifest(*, session: Session, project: Project) -> dict[str, Any]:
 def readme(*, session: Session, project: Project) -> str:
     """What was done to the data, from the profiles and the nodes' reports (no values)."""
     studies = accepted(session=session, project=project)
+    records = sum(1 for study in studies if study.manifest.get("records"))
     lines = [
         f"# {project.name}: released data",
         "",
-        f"{len(studies)} studies, one zip per study (subject key _ study UID), each with its",
-        "manifest (files, sizes, SHA-256). Every study was de-identified at its hospital's",
-        "node (stage 2), leak-checked there, verified and PHI-scanned again at the hub, and",
-        "accepted by a curator.",
+        f"{len(studies) - records} imaging studies and {records} patients' clinical records,",
+        "one zip each (subject key _ study UID, or for records subject key _ a UID of their",
+        "own), each with its manifest (files, sizes, SHA-256). Images are DICOM; clinical",
+        "records are a FHIR R4 Bundle (clinical/bundle.json) and OMOP CDM 5.4 tables",
+        "(clinical/<table>.csv) carrying the same subject key and date shift as the images.",
+        "Everything was de-identified at its hospital's node (stage 2), leak-checked there,",
+        "verified and PHI-scanned again at the hub, and accepted by a curator.",
         "",
     ]
     for name in sorted({study.manifest["profile"] for study in studies}):

@@ -3,6 +3,7 @@ the users' creation, listing and results (``/api/v1/tasks``, bearer tokens)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from functools import partial
 from typing import Annotated
@@ -73,7 +74,7 @@ def create_task(
         request=body,
         default_ttl_seconds=hub.settings.default_task_ttl_seconds,
     )
-    detail = federation.detail(session=session, task=task)
+    detail = federation.detail(session=session, task=task, offline_after=offline_after(hub))
     session.commit()  # before the nodes' polls are woken, so they find it
     hub.signal.notify()
     return detail
@@ -82,16 +83,26 @@ def create_task(
 @router.get("", summary="Tasks you may see, newest first, with per-node states")
 def list_tasks(
     user: CurrentUser,
+    hub: RuntimeDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[TaskSummaryRead]:
     federation.expire_overdue(session=session)
     found = federation.visible(session=session, user=user, limit=limit)
-    return [federation.summary(session=session, task=task) for task in found]
+    return [
+        federation.summary(session=session, task=task, offline_after=offline_after(hub))
+        for task in found
+    ]
 
 
 @router.get("/{task_id}", summary="One task: per-node state, results and reasons")
-def get_task(task_id: int, user: CurrentUser, session: SessionDep) -> TaskDetailRead:
+def get_task(
+    task_id: int, user: CurrentUser, hub: RuntimeDep, session: SessionDep
+) -> TaskDetailRead:
     federation.expire_overdue(session=session)
     task = federation.get_visible(session=session, user=user, task_id=task_id)
-    return federation.detail(session=session, task=task)
+    return federation.detail(session=session, task=task, offline_after=offline_after(hub))
+
+
+def offline_after(hub: Runtime) -> dt.timedelta:
+    return dt.timedelta(seconds=hub.settings.node_offline_after_seconds)

@@ -28,6 +28,28 @@ class TargetState(str, Enum):
     FAILED = "failed"
 
 
+class TargetStatus(str, Enum):
+    """Where a task stands at one node as users see it: the state, with a pending one told
+    apart by what the hub knows of the node."""
+
+    # Waiting for the node, which was seen lately.
+    PENDING = "pending"
+    # The node holds the task and answers later (it waits for local approval).
+    DEFERRED = "deferred"
+    # Waiting for a node not seen lately; it still answers if it returns within the TTL.
+    OFFLINE = "offline"
+    ANSWERED = "answered"
+    REFUSED = "refused"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+# An answer may still come and is worth waiting for (an offline node's is not).
+AWAITED = frozenset({TargetStatus.PENDING, TargetStatus.DEFERRED})
+# HubSettings.node_offline_after_seconds' default, for callers without the settings at hand.
+OFFLINE_AFTER = dt.timedelta(seconds=180)
+
+
 class Task(Base):
     __tablename__ = "task"
 
@@ -59,6 +81,8 @@ class TaskTarget(Base):
     delivered: Mapped[int] = mapped_column(Integer, default=0)  # times handed to the node
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     reason: Mapped[str] = mapped_column(Text, default="")
+    # When the node said it will answer later; a deferred task is not handed out again.
+    deferred_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     task: Mapped[Task] = relationship(back_populates="targets")

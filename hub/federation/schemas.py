@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from common.schemas.channel import KIND_PATTERN
-from hub.federation.models import TargetState
+from hub.federation.models import TargetStatus
 
 
 class TaskCreate(BaseModel):
@@ -29,7 +29,10 @@ class TaskCreate(BaseModel):
 
 class TargetRead(BaseModel):
     node: str
-    state: TargetState
+    state: TargetStatus = Field(
+        description="pending, deferred (the node answers after local approval), offline "
+        "(pending at a node not seen lately), answered, refused, expired or failed."
+    )
     result: dict[str, Any] | None
     reason: str
     finished_at: dt.datetime | None

@@ -1,6 +1,11 @@
 """Federated tasks: creation (checked against the kind, the role and the project), delivery
 to the nodes that poll for them, results, and expiry after the time-to-live.
 
+A node may defer a task (it waits for local approval): the task stays pending there, is not
+handed to the node again, and takes the node's answer when it comes, within the TTL. Users
+see each node's :class:`TargetStatus`: a pending task at a node not seen for
+``node_offline_after_seconds`` shows ``offline`` at once, so nobody waits for it in vain.
+
 Plain functions taking a keyword-only ``session``; none of them commits. Every task created
 and every result received is written to the hub's audit log in the same transaction.
 """
@@ -28,7 +33,7 @@ from hub.federation.exceptions import (
     TaskNotFound,
     UnknownKind,
 )
-from hub.federation.models import TargetState, Task, TaskTarget
+from hub.federation.models import OFFLINE_AFTER, TargetState, TargetStatus, Task, TaskTarget
 from hub.federation.schemas import TargetRead, TaskCreate, TaskDetailRead, TaskSummaryRead
 from hub.nodes import service as nodes
 from hub.nodes.models import Node, NodeState
@@ -157,6 +162,7 @@ def pending_for(*, session: Session, node: Node, now: dt.datetime | None = None)
         .where(
             TaskTarget.node_pk == node.id,
             TaskTarget.state == TargetState.PENDING,
+            TaskTarget.deferred_at.is_(None),
             Task.expires_at > now,
         )
         .order_by(Task.id)
@@ -202,7 +208,7 @@ def record_result(
     """Take a node's result for a task still pending there.
 
     An answer that does not fit the kind's answer model is not stored: the target becomes
-    ``failed`` with a reason naming the fields.
+    ``failed`` with a reason naming the fields. A deferral leaves the task pending.
     """
     now = now or utcnow()
     target = session.execute(
@@ -216,6 +222,8 @@ def record_result(
         expire_overdue(session=session, now=now)
     if target.state != TargetState.PENDING:
         raise TaskClosed(task_id, TargetState(target.state).value)
+    if result.status == ResultStatus.DEFERRED:
+        return _defer(session, node, target, result, now)
     state, payload, reason = _outcome(target.task, result)
     target.state = state
     target.result = payload
@@ -229,6 +237,23 @@ def record_result(
         kind=target.task.kind,
         status=result.status.value,
         state=state.value,
+    )
+    return target
+
+
+def _defer(
+    session: Session, node: Node, target: TaskTarget, result: TaskResult, now: dt.datetime
+) -> TaskTarget:
+    if target.deferred_at is None:
+        target.deferred_at = now
+    target.reason = result.reason or "the node answers later"
+    audit.record(
+        session=session,
+        actor=f"node:{node.name}",
+        action="task.defer",
+        subject=f"task {target.task_id}",
+        kind=target.task.kind,
+        reason=target.reason,
     )
     return target
 
@@ -275,17 +300,64 @@ def get_visible(*, session: Session, user: User, task_id: int) -> Task:
     return task
 
 
-def summary(*, session: Session, task: Task) -> TaskSummaryRead:
-    return TaskSummaryRead(**_summary_fields(session, task))
+def is_offline(node: Node, now: dt.datetime, offline_after: dt.timedelta) -> bool:
+    """Not seen (no signed request) for longer than ``offline_after``."""
+    seen = node.last_seen_at or node.enrolled_at
+    return seen is None or now - aware(seen) > offline_after
 
 
-def detail(*, session: Session, task: Task) -> TaskDetailRead:
+def status(
+    target: TaskTarget,
+    *,
+    now: dt.datetime | None = None,
+    offline_after: dt.timedelta = OFFLINE_AFTER,
+) -> TargetStatus:
+    """Where the task stands at the target's node, as users see it."""
+    state = TargetState(target.state)
+    if state is not TargetState.PENDING:
+        return TargetStatus(state.value)
+    if is_offline(target.node, now or utcnow(), offline_after):
+        return TargetStatus.OFFLINE
+    if target.deferred_at is not None:
+        return TargetStatus.DEFERRED
+    return TargetStatus.PENDING
+
+
+def statuses(
+    task: Task, *, now: dt.datetime | None = None, offline_after: dt.timedelta = OFFLINE_AFTER
+) -> dict[str, TargetStatus]:
+    """Each target node's name and status."""
+    now = now or utcnow()
+    return {
+        target.node.name: status(target, now=now, offline_after=offline_after)
+        for target in task.targets
+    }
+
+
+def summary(
+    *,
+    session: Session,
+    task: Task,
+    now: dt.datetime | None = None,
+    offline_after: dt.timedelta = OFFLINE_AFTER,
+) -> TaskSummaryRead:
+    return TaskSummaryRead(**_summary_fields(session, task, now or utcnow(), offline_after))
+
+
+def detail(
+    *,
+    session: Session,
+    task: Task,
+    now: dt.datetime | None = None,
+    offline_after: dt.timedelta = OFFLINE_AFTER,
+) -> TaskDetailRead:
+    now = now or utcnow()
     kind = kinds.get(task.kind)
     present = kind.present if kind is not None else None
     targets = [
         TargetRead(
             node=target.node.name,
-            state=TargetState(target.state),
+            state=status(target, now=now, offline_after=offline_after),
             result=present(target.result)
             if present is not None and target.result is not None
             else target.result,
@@ -294,12 +366,18 @@ def detail(*, session: Session, task: Task) -> TaskDetailRead:
         )
         for target in task.targets
     ]
-    return TaskDetailRead(**_summary_fields(session, task), payload=task.payload, targets=targets)
+    return TaskDetailRead(
+        **_summary_fields(session, task, now, offline_after), payload=task.payload, targets=targets
+    )
 
 
-def _summary_fields(session: Session, task: Task) -> dict[str, Any]:
+def _summary_fields(
+    session: Session, task: Task, now: dt.datetime, offline_after: dt.timedelta
+) -> dict[str, Any]:
     project = session.get(Project, task.project_id) if task.project_id is not None else None
-    states = Counter(TargetState(target.state).value for target in task.targets)
+    states = Counter(
+        status(target, now=now, offline_after=offline_after).value for target in task.targets
+    )
     return {
         "id": task.id,
         "kind": task.kind,

@@ -57,7 +57,7 @@ def query_command(
             result = QueryResult.model_validate(
                 _checked(client.get(f"/api/v1/tasks/{task_id}/cohort"))
             )
-            if "pending" not in result.nodes.values() or time.monotonic() > deadline:
+            if result.complete or time.monotonic() > deadline:
                 break
             time.sleep(POLL_SECONDS)
     if as_json:

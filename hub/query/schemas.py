@@ -37,8 +37,12 @@ class WelchRead(BaseModel):
 
 class QueryResult(BaseModel):
     task_id: int
-    nodes: dict[str, str]  # node -> pending, answered, refused, expired, failed
+    # node -> pending, deferred, offline, answered, refused, expired, failed
+    nodes: dict[str, str]
     answered: int
+    # No answer is awaited any more: every node finished, or is offline (an offline node that
+    # returns within the TTL still answers, and the figures grow).
+    complete: bool
     patients: NetworkFigure
     studies: NetworkFigure
     series: NetworkFigure

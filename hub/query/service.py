@@ -3,11 +3,13 @@ hub's own threshold enforced again, and the network figures combined from them."
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Any
 
 from common.schemas.cohort import CohortCountAnswer, CohortCountRequest
-from hub.federation.models import TargetState, Task
+from hub.federation import service as federation
+from hub.federation.models import AWAITED, OFFLINE_AFTER, TargetState, Task
 from hub.query.combine import NetworkCount, combine, enforce, pooled_groups
 from hub.query.schemas import GroupSummary, NetworkFigure, QueryResult, WelchRead
 from hub.query.statistics import welch
@@ -29,15 +31,21 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def result(task: Task) -> QueryResult:
-    """The combined answer of the nodes that answered so far."""
+def result(
+    task: Task,
+    *,
+    now: dt.datetime | None = None,
+    offline_after: dt.timedelta = OFFLINE_AFTER,
+) -> QueryResult:
+    """The combined answer of the nodes that answered so far; complete when no node that
+    was seen lately is still to answer."""
     request = CohortCountRequest.model_validate(task.payload)
     answers = [
         CohortCountAnswer.model_validate(present_answer(target.result))
         for target in task.targets
         if TargetState(target.state) is TargetState.ANSWERED and target.result is not None
     ]
-    states = {target.node.name: TargetState(target.state).value for target in task.targets}
+    statuses = federation.statuses(task, now=now, offline_after=offline_after)
     totals = combine(answers)
     groups: list[GroupSummary] = []
     test: WelchRead | None = None
@@ -74,8 +82,9 @@ def result(task: Task) -> QueryResult:
                 )
     return QueryResult(
         task_id=task.id,
-        nodes=states,
+        nodes={name: status.value for name, status in statuses.items()},
         answered=len(answers),
+        complete=not AWAITED.intersection(statuses.values()),
         patients=_figure(totals.patients),
         studies=_figure(totals.studies),
         series=_figure(totals.series),

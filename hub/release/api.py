@@ -21,6 +21,7 @@ from common.schemas.release import (
 )
 from hub.curation import quarantine
 from hub.curation.models import StudyState
+from hub.curation.ocr import OcrPolicy
 from hub.deps import CurrentUser, RuntimeDep, SessionDep, SignedNode
 from hub.nodes import service as nodes
 from hub.release import service as releases
@@ -100,12 +101,17 @@ async def put_chunk(
 
 @channel.post("/releases/manifests", summary="A study's signed manifest, once its chunks are in")
 def post_manifest(
-    body: SignedManifest, node: SignedNode, session: SessionDep, storage: StorageDep
+    body: SignedManifest,
+    node: SignedNode,
+    hub: RuntimeDep,
+    session: SessionDep,
+    storage: StorageDep,
 ) -> ManifestReceipt:
     study = quarantine.receive(
         session=session,
         storage=storage,
         node=nodes.attached(session=session, node=node),
         signed=body,
+        ocr=OcrPolicy(hub.settings.curation_ocr),
     )
     return ManifestReceipt(study=study.id, state=StudyState(study.state).value)

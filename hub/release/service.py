@@ -58,7 +58,7 @@ def create(
         project_id=project.id,
         created_by=user.name,
         profile=request.profile,
-        selection=request.selection.model_dump(mode="json"),
+        selection=request.selection.model_dump(mode="json", by_alias=True),
     )
     session.add(data_request)
     session.flush()
@@ -70,7 +70,7 @@ def create(
         user=user,
         request=TaskCreate(
             kind=RELEASE_REQUEST,
-            payload=payload.model_dump(mode="json"),
+            payload=payload.model_dump(mode="json", by_alias=True),
             project=project.name,
             nodes=request.nodes,
             ttl_seconds=request.ttl_seconds,
@@ -88,6 +88,7 @@ def create(
         project=project.name,
         profile=request.profile,
         task=task.id,
+        cohort=request.selection.cohort is not None,
         studies=len(request.selection.study_uids),
         subjects=len(request.selection.subject_keys),
     )

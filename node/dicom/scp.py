@@ -16,11 +16,20 @@ exceeded" (transient), and the server keeps serving.
 Speed. pynetdicom 3.0's acceptor polls: its association thread sleeps 1 ms between looks at
 the DIMSE queue, and its DUL thread 1 ms between idle looks at the socket and at the queue of
 PDUs to send, so each C-STORE waits on both — about 350 stores/s with one sender, whatever
-the handler does. The server gives each association it accepts a loop that blocks on the
-DIMSE queue, and a DUL that waits in ``select`` on its socket and on a wake-up socket written
-whenever a PDU is queued for sending (the same checks, in the same order, as pynetdicom's
-loops). Applied when the association opens, on plain TCP and on the pynetdicom versions they
-were written for only; otherwise pynetdicom runs as it is.
+the handler does. And each request crosses threads twice (the DUL thread decodes it, the
+association thread serves it, the DUL thread sends the answer): on a busy machine every
+crossing waits for the other thread to be scheduled and to get the GIL. The server gives
+each association it accepts a DUL that waits in ``select`` on its socket and on a wake-up
+socket written whenever a PDU is queued for sending (the same checks, in the same order, as
+pynetdicom's loop), and that serves each request as soon as it is decoded, on its own thread;
+the association thread only watches for a release, an abort or silence. C-STORE requests are
+read and answered by :mod:`node.dicom.cstore` rather than by pynetdicom's DIMSE layer (a
+millisecond of Python per instance less); everything else goes through pynetdicom. Applied
+when the association opens, on plain TCP and on the pynetdicom versions they were written
+for only; otherwise pynetdicom runs as it is. (pynetdicom negotiates no asynchronous
+operations: a peer has one request outstanding at a time, so serving it on the DUL thread
+keeps the order. A request may come before the association thread has marked the
+association established; the DUL thread waits for that, as pynetdicom would drop it.)
 """
 
 from __future__ import annotations
@@ -32,10 +41,10 @@ import queue
 import select
 import socket
 import ssl
-import struct
+import threading
 import time
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -57,12 +66,11 @@ from pydicom.uid import (
 )
 from pynetdicom import (
     AE,
-    PYNETDICOM_IMPLEMENTATION_UID,
-    PYNETDICOM_IMPLEMENTATION_VERSION,
     AllStoragePresentationContexts,
     _config,
     evt,
 )
+from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.fsm import InvalidEventError
@@ -72,6 +80,8 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from common.errors import ConfigurationError
 from node.dicom import scu
+from node.dicom.cstore import FastStore, StoreRequest
+from node.dicom.meta import encode_file_meta
 from node.ingest.exceptions import IngestStopped, InstanceUnreadable, SpoolUnavailable
 from node.ingest.service import Ingest
 from node.settings import NodeSettings
@@ -103,6 +113,7 @@ TRANSFER_SYNTAXES: tuple[str, ...] = (
 MAX_PDU = 1_048_576  # what a peer may send per PDU: fewer, larger PDUs cost less to parse
 NETWORK_TIMEOUT = 60.0  # seconds an association may stay silent before it is released
 _REACTOR_POLL = 0.002  # the association loop's wait on its DIMSE queue, seconds
+_WATCH_POLL = 0.05  # how often the association thread looks when nothing woke it, seconds
 _DUL_WAIT, _DUL_IDLE_DELAY = 0.005, 0.001  # seconds
 _TUNED_VERSIONS = ("3.0.",)
 
@@ -192,6 +203,7 @@ class StorageServer:
         ae = self.build_ae()
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self.handle_open),
+            (evt.EVT_ESTABLISHED, self.handle_established),
             (evt.EVT_REQUESTED, self.handle_requested),
             (evt.EVT_C_STORE, self.handle_store),
         ]
@@ -240,7 +252,12 @@ class StorageServer:
 
     def handle_open(self, event: evt.Event) -> None:
         if self._tuned:
-            _tune(event.assoc)
+            _tune(event.assoc, self)
+
+    def handle_established(self, event: evt.Event) -> None:
+        established = getattr(event.assoc.dul, "_established", None)
+        if established is not None:
+            established.set()
 
     def handle_requested(self, event: evt.Event) -> None:
         """Reject an association whose calling AE title and address are not allowed."""
@@ -258,15 +275,31 @@ class StorageServer:
         assoc.kill()  # waits for the rejection to go out, as pynetdicom's own rejections do
 
     def handle_store(self, event: evt.Event) -> int:
-        ae_title = _calling_ae(event)
-        try:
-            request = event.request
-            job_id = scu.MOVES.job_for(
+        """A C-STORE that pynetdicom decoded (a tuned association reads its own: see
+        :mod:`node.dicom.cstore` and :meth:`store`)."""
+        request = event.request
+        return self.store(
+            lambda: encoded_file(event),
+            calling_ae=_calling_ae(event),
+            move_originator=(
                 getattr(request, "MoveOriginatorApplicationEntityTitle", None),
                 getattr(request, "MoveOriginatorMessageID", None),
-            )
+            ),
+        )
+
+    def store(
+        self,
+        encoded: Callable[[], bytes],
+        *,
+        calling_ae: str,
+        move_originator: tuple[str | None, int | None],
+    ) -> int:
+        """Hand an arrival to the ingest; the DIMSE status to answer with."""
+        ae_title = calling_ae
+        try:
+            job_id = scu.MOVES.job_for(*move_originator)
             source = f"c-store {ae_title}" if job_id is None else f"c-move job {job_id}"
-            self.ingest.accept(encoded_file(event), source=source[:64], job_id=job_id)
+            self.ingest.accept(encoded(), source=source[:64], job_id=job_id)
         except InstanceUnreadable as exc:
             logger.warning("C-STORE from %s refused: %s", ae_title, exc.reason)
             return CANNOT_UNDERSTAND
@@ -291,29 +324,6 @@ def encoded_file(event: evt.Event) -> bytes:
     return b"".join((b"\x00" * 128, b"DICM", meta, event.encoded_dataset(include_meta=False)))
 
 
-def _element(element: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
-    if len(value) % 2:
-        value += pad
-    if vr == b"OB":
-        return struct.pack("<HH2s2xI", 0x0002, element, vr, len(value)) + value
-    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
-
-
-def encode_file_meta(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str) -> bytes:
-    """File Meta Information (PS3.10 7.1), explicit VR little endian, group length first."""
-    body = b"".join(
-        (
-            _element(0x0001, b"OB", b"\x00\x01", b"\x00"),
-            _element(0x0002, b"UI", sop_class_uid.encode("ascii"), b"\x00"),
-            _element(0x0003, b"UI", sop_instance_uid.encode("ascii"), b"\x00"),
-            _element(0x0010, b"UI", transfer_syntax_uid.encode("ascii"), b"\x00"),
-            _element(0x0012, b"UI", PYNETDICOM_IMPLEMENTATION_UID.encode("ascii"), b"\x00"),
-            _element(0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION.encode("ascii"), b" "),
-        )
-    )
-    return struct.pack("<HH2sHI", 0x0002, 0x0000, b"UL", 4, len(body)) + body
-
-
 def _end(association: Any) -> None:
     """Abort an established association; drop the connection of one still negotiating.
 
@@ -321,7 +331,9 @@ def _end(association: Any) -> None:
     connection is closed instead (Evt17, valid in every state with a connection).
     """
     if association.is_established:
-        association.abort()
+        # Not pynetdicom's blocking abort: it would wait for a handler in progress (one
+        # waiting for room in the ingest, say) to return.
+        getattr(association, "_abort_nonblocking", association.abort)()
         return
     transport = association.dul.socket
     if transport is not None:
@@ -330,24 +342,32 @@ def _end(association: Any) -> None:
 
 
 def _calling_ae(event: evt.Event) -> str:
-    primitive = event.assoc.requestor.primitive
+    return _requestor_ae(event.assoc)
+
+
+def _requestor_ae(assoc: Any) -> str:
+    primitive = assoc.requestor.primitive
     if primitive is not None:
         return str(primitive.calling_ae_title).strip()
-    return str(event.assoc.requestor.ae_title).strip()
+    return str(assoc.requestor.ae_title).strip()
 
 
 # -- a responsive acceptor (see the module's docstring) -------------------------------------
 
 
 class _WakingQueue(queue.Queue[Any]):
-    """The DUL's queue of primitives to send, waking the DUL when one is put."""
+    """The DUL's queue of primitives to send, waking the DUL when one is put (by another
+    thread: the DUL looks at the queue before it waits again anyway)."""
 
-    def __init__(self, wake: socket.socket) -> None:
+    def __init__(self, wake: socket.socket, owner: threading.Thread) -> None:
         super().__init__()
         self.wake = wake
+        self.owner = owner
 
     def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
+        if threading.current_thread() is self.owner:
+            return
         with contextlib.suppress(OSError):  # full (it is awake anyway) or closed
             self.wake.send(b"\0")
 
@@ -358,6 +378,11 @@ class _ResponsiveDUL(DULServiceProvider):
 
     _wake_r: socket.socket
     _wake_w: socket.socket
+    _serve_inline: bool  # serve DIMSE requests on this thread
+    _user_event: threading.Event  # something for the association thread to look at
+    _established: threading.Event  # the association thread has finished negotiating
+    _fast: FastStore | None  # reads this association's C-STOREs (node.dicom.cstore)
+    _server: StorageServer
 
     def run_reactor(self) -> None:
         try:
@@ -365,6 +390,36 @@ class _ResponsiveDUL(DULServiceProvider):
         finally:
             self._wake_r.close()
             self._wake_w.close()
+            self._user_event.set()
+
+    def _serve_requests(self) -> None:
+        """Serve the requests the last event completed (pynetdicom's association loop does
+        this on its own thread)."""
+        messages = self.assoc.dimse.msg_queue
+        fast = self._fast
+        if messages.empty() and (fast is None or not fast.ready):
+            return
+        # The peer may send its first request as soon as it has the A-ASSOCIATE-AC, before
+        # the association thread has marked the association established (pynetdicom's
+        # service classes drop a request on an association that is not).
+        if not self._established.wait(timeout=NETWORK_TIMEOUT):
+            logger.error("DICOM server: a request came before the association was established")
+            self.assoc.abort()
+            return
+        while fast is not None and fast.ready:
+            self._store(fast, fast.ready.popleft())
+        while True:
+            try:
+                context_id, message = messages.get_nowait()
+            except queue.Empty:
+                return
+            if message is None or context_id is None:
+                continue  # what an abort leaves; the association thread acts on the abort
+            try:
+                self.assoc._serve_request(message, context_id)
+            except Exception as exc:  # pynetdicom answers what it can; this is the rest
+                logger.error("DICOM server: a request failed (%s); aborted", type(exc).__name__)
+                self.assoc.abort()
 
     def _wait(self) -> None:
         watched: list[Any] = [self._wake_r]
@@ -401,17 +456,7 @@ class _ResponsiveDUL(DULServiceProvider):
                 elif self._is_transport_event():
                     self._idle_timer.restart()
             except Exception:
-                logger.error("DICOM server: the connection failed; the association is aborted")
-                abort_pdu = A_ABORT_RQ()
-                abort_pdu.source = 0x02
-                abort_pdu.reason_diagnostic = 0x00
-                if self.socket is not None:
-                    with contextlib.suppress(Exception):
-                        self.socket.send(abort_pdu.encode())
-                self.assoc.is_aborted = True
-                self.assoc.is_established = False
-                self.assoc._kill = True
-                self._kill_thread = True
+                self._connection_failed()
                 return
             try:
                 event = self.event_queue.get(block=False)
@@ -421,24 +466,57 @@ class _ResponsiveDUL(DULServiceProvider):
             try:
                 self.state_machine.do_action(event)
             except InvalidEventError:  # e.g. a local abort racing the peer's close
-                logger.warning("DICOM server: an association event out of order; it is closed")
-                self.assoc.is_aborted = True
-                self.assoc.is_established = False
-                self.assoc._kill = True
-                self._kill_thread = True
-                if self.socket is not None:
-                    with contextlib.suppress(Exception):
-                        self.socket.close()
+                self._out_of_order()
                 return
+            if self._serve_inline:
+                self._serve_requests()
+            if not self.to_user_queue.empty():  # a release or an abort to act upon
+                self._user_event.set()
             sleep = False
 
+    def _store(self, fast: FastStore, request: StoreRequest) -> None:
+        status = self._server.store(
+            request.encoded_file,
+            calling_ae=_requestor_ae(self.assoc),
+            move_originator=(request.move_originator_ae, request.move_originator_id),
+        )
+        try:
+            fast.answer(request, status)
+        except Exception as exc:  # the association's end, never the DUL thread's
+            logger.error("DICOM server: a C-STORE could not be answered (%s)", type(exc).__name__)
+            self.assoc.abort()
 
-def _tune(assoc: Any) -> None:
+    def _connection_failed(self) -> None:
+        logger.error("DICOM server: the connection failed; the association is aborted")
+        abort_pdu = A_ABORT_RQ()
+        abort_pdu.source = 0x02
+        abort_pdu.reason_diagnostic = 0x00
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                self.socket.send(abort_pdu.encode())
+        self._end_association()
+
+    def _out_of_order(self) -> None:
+        logger.warning("DICOM server: an association event out of order; it is closed")
+        self._end_association()
+        if self.socket is not None:
+            with contextlib.suppress(Exception):
+                self.socket.close()
+
+    def _end_association(self) -> None:
+        self.assoc.is_aborted = True
+        self.assoc.is_established = False
+        self.assoc._kill = True
+        self._kill_thread = True
+
+
+def _tune(assoc: Any, server: StorageServer) -> None:
     dul = assoc.dul
     transport = getattr(dul, "socket", None)
     plain = transport is not None and not isinstance(
         getattr(transport, "socket", None), ssl.SSLSocket
     )
+    responsive = False
     if type(dul) is DULServiceProvider and plain and dul.to_provider_queue.empty():
         wake_r, wake_w = socket.socketpair()
         wake_r.setblocking(False)
@@ -446,10 +524,97 @@ def _tune(assoc: Any) -> None:
         dul.__class__ = _ResponsiveDUL
         assert isinstance(dul, _ResponsiveDUL)
         dul._wake_r, dul._wake_w = wake_r, wake_w
-        dul.to_provider_queue = _WakingQueue(wake_w)
+        dul._serve_inline = False
+        dul._user_event = threading.Event()
+        dul._established = threading.Event()
+        dul._fast = None
+        dul._server = server
+        dul.to_provider_queue = _WakingQueue(wake_w, dul)
         setattr(dul, "_target", dul.run_reactor)  # noqa: B010 - the thread was given the base loop
-    if hasattr(assoc, "_run_reactor") and hasattr(assoc.dimse, "msg_queue"):
+        responsive = True
+    if not (hasattr(assoc, "_run_reactor") and hasattr(assoc.dimse, "msg_queue")):
+        return
+    if responsive and _plain(assoc) and hasattr(assoc, "_serve_request"):
+        dul._serve_inline = True
+        if hasattr(assoc.dimse, "receive_primitive") and hasattr(assoc, "_accepted_cx"):
+            dul._fast = FastStore(assoc)
+            assoc.dimse.receive_primitive = dul._fast.receive
+        assoc.__class__ = _InlineAssociation
+        assoc._run_reactor = types.MethodType(_watch, assoc)
+    else:
         assoc._run_reactor = types.MethodType(_run_reactor, assoc)
+
+
+def _plain(assoc: Any) -> bool:
+    return type(assoc) is Association
+
+
+class _InlineAssociation(Association):
+    """An association whose requests its DUL thread serves. pynetdicom makes ``abort``
+    blocking or not around its handlers, for a handler that runs on the association thread;
+    here the thread decides: on the DUL thread a blocking abort would wait for that very
+    thread to end."""
+
+    @property
+    def abort(self) -> Callable[..., None]:
+        if threading.current_thread() is self.dul:
+            return self._abort_nonblocking
+        return self._abort_blocking
+
+    @abort.setter
+    def abort(self, _value: Callable[..., None]) -> None:
+        return  # see the class docstring
+
+
+def _watch(self: Any) -> None:
+    """The association loop when its DUL serves the requests: act on a release, an abort, a
+    dead DUL or silence (the checks of pynetdicom 3.0's loop, in its order)."""
+    self._is_paused = False
+    wake: threading.Event = self.dul._user_event
+    while not self._kill:
+        self._is_paused = True
+        self._reactor_checkpoint.wait()
+        self._is_paused = False
+        wake.wait(timeout=_WATCH_POLL)
+        wake.clear()
+        if _ended(self):
+            return
+
+
+def _ended(self: Any) -> bool:
+    """Release, abort or silence: end the association (pynetdicom 3.0's checks)."""
+    if self.is_established and self.acse.is_release_requested():
+        self.acse.send_release(is_response=True)
+        self.is_released = True
+        self.is_established = False
+        evt.trigger(self, evt.EVT_RELEASED, {})
+        self.kill()
+        return True
+
+    if self.acse.is_aborted():
+        self.dul.receive_pdu(wait=False)
+        self.is_aborted = True
+        self.is_established = False
+        evt.trigger(self, evt.EVT_ABORTED, {})
+        self.kill()
+        return True
+
+    if not self.dul.is_alive():
+        self.kill()
+        return True
+
+    if self.dul.idle_timer_expired():
+        logger.warning("DICOM server: an association was silent too long and is released")
+        if self.network_timeout_response == "A-RELEASE":
+            self._is_paused = True
+            self._reactor_checkpoint.wait()
+            self.release()
+            self._is_paused = False
+        else:
+            self.abort()
+        self.kill()
+        return True
+    return False
 
 
 def _run_reactor(self: Any) -> None:
@@ -466,37 +631,7 @@ def _run_reactor(self: Any) -> None:
             context_id, msg = None, None
         if msg:
             self._serve_request(msg, context_id)
-
-        if self.is_established and self.acse.is_release_requested():
-            self.acse.send_release(is_response=True)
-            self.is_released = True
-            self.is_established = False
-            evt.trigger(self, evt.EVT_RELEASED, {})
-            self.kill()
-            return
-
-        if self.acse.is_aborted():
-            self.dul.receive_pdu(wait=False)
-            self.is_aborted = True
-            self.is_established = False
-            evt.trigger(self, evt.EVT_ABORTED, {})
-            self.kill()
-            return
-
-        if not self.dul.is_alive():
-            self.kill()
-            return
-
-        if self.dul.idle_timer_expired():
-            logger.warning("DICOM server: an association was silent too long and is released")
-            if self.network_timeout_response == "A-RELEASE":
-                self._is_paused = True
-                self._reactor_checkpoint.wait()
-                self.release()
-                self._is_paused = False
-            else:
-                self.abort()
-            self.kill()
+        if _ended(self):
             return
 
 

@@ -6,6 +6,10 @@ lifespan). When the hub cannot be reached it backs off (doubling, with jitter, u
 ``hub_retry_max_seconds``) and tries again; a node that was away picks up its pending,
 unexpired tasks at its first poll. Tasks are handled one at a time, so a task is never
 answered twice by one agent; the hub hands a pending task out again until it is answered.
+
+A handler may defer a task (a query waiting for local approval): the hub is told so and
+stops handing it out; the decision is posted later (:mod:`node.query.delivery`), and the
+agent sends any decision not sent yet after each poll.
 """
 
 from __future__ import annotations
@@ -27,8 +31,15 @@ from common.schemas.channel import API_PREFIX, ResultStatus, TaskList, TaskRead,
 from node.federation import enrollment as enrollments
 from node.federation import keys
 from node.federation.client import async_client, checked, unreachable
-from node.federation.exceptions import HubRefused, HubUnreachable, ResultNotTaken, TaskRefused
+from node.federation.exceptions import (
+    HubRefused,
+    HubUnreachable,
+    ResultNotTaken,
+    TaskDeferred,
+    TaskRefused,
+)
 from node.federation.handlers import HandlerContext, Registry, registry
+from node.query import delivery
 from node.settings import NodeSettings
 from node.store.db import transaction
 from node.store.models import AuditRecord
@@ -82,6 +93,7 @@ class Agent:
             self._delay = self.settings.hub_retry_min_seconds
             for task in tasks:
                 await self.handle(task)
+            await self.send_decisions()
 
     async def poll(self) -> list[TaskRead]:
         wait = self.settings.hub_poll_wait_seconds
@@ -118,6 +130,8 @@ class Agent:
             payload = handler(task, self.context)
         except TaskRefused as exc:
             return TaskResult(status=ResultStatus.REFUSED, reason=exc.reason)
+        except TaskDeferred as exc:
+            return TaskResult(status=ResultStatus.DEFERRED, reason=exc.reason)
         except Exception as exc:
             # The type only: an exception's text may quote a value from the store.
             logger.error("task %d (%s) failed: %s", task.id, task.kind, type(exc).__name__)
@@ -177,6 +191,15 @@ class Agent:
             self._delay = self.settings.hub_retry_min_seconds
             logger.info("task %d (%s): %s", task.id, task.kind, receipt.get("state"))
             return
+
+    async def send_decisions(self) -> None:
+        """Post the local decisions on held queries that could not be sent when taken."""
+        try:
+            await anyio.to_thread.run_sync(delivery.send_due, self.settings, self.context.sessions)
+        except (HubUnreachable, HubRefused) as exc:
+            logger.warning("decisions on held queries not sent yet: %s", exc)
+        except Exception as exc:  # the agent must outlive one bad round; the type only
+            logger.error("sending decisions on held queries failed: %s", type(exc).__name__)
 
     async def _back_off(self) -> None:
         await asyncio.sleep(self._delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter

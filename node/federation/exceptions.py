@@ -8,7 +8,8 @@
     ├── PermanentError
     │   └── HubRefused                   the hub said no (401/403/4xx); carries its detail
     │       └── ResultNotTaken           409: the task is no longer pending at this node
-    └── TaskRefused                      raised by a handler that declines a task (policy)
+    ├── TaskRefused                      raised by a handler that declines a task (policy)
+    └── TaskDeferred                     raised by a handler that answers later (approval)
 
 The hub's details name the check that failed, never a secret; they are safe to log.
 """
@@ -42,6 +43,16 @@ class ResultNotTaken(HubRefused):
 
 class TaskRefused(HavenetError):
     """A handler declines the task; ``reason`` goes to the hub (PHI-free by contract)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TaskDeferred(HavenetError):
+    """A handler holds the task and answers later (after local approval); the agent tells
+    the hub so, with ``reason`` (PHI-free by contract), and the answer follows over the
+    channel when it is ready."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)

@@ -2,12 +2,15 @@
 
 The path of one instance::
 
-    accept()  (the association's thread)       check the bytes, write a spool entry + fsync,
-                                                queue it; the SCP acknowledges after this
-    dispatcher thread                           hand spool entries to the process pool
-    worker process (settings.workers of them)   read, stage 1, write the store file + fsync
-    writer thread (the only database writer)    rows for a batch of outcomes in one
-                                                transaction; after commit, drop the entries
+    accept()  (the association's thread)       check the bytes, append them to the spool
+                                                and flush it (shared by concurrent arrivals),
+                                                queue the entry; the SCP acknowledges after
+    dispatcher thread                           hand entries to the process pool, as many at
+                                                once as have arrived while the workers were busy
+    worker process (settings.workers of them)   read, stage 1, write the store file
+    writer thread (the only database writer)    flush the store files of a batch of outcomes,
+                                                then their rows in one transaction; after
+                                                commit, mark the entries done
 
 Crash safety follows from the order: an instance is acknowledged only once its spool entry
 is durable; its store file is durable before its rows are written; its spool entry goes
@@ -18,8 +21,11 @@ Instance UID, so doing an instance twice stores it once. Store files are renamed
 (no half-written file), and a patient folder without a patient row is removed at start.
 
 Memory stays flat: the queue of spool entries is bounded (``accept`` waits when the workers
-fall behind), as is the number of arrivals in the pool, and workers read the spool files
+fall behind), as is the number of arrivals in the pool, and workers read the spool
 themselves rather than receiving the bytes.
+
+Stopping is bounded: arrivals in the pool get :data:`STOP_TIMEOUT` seconds to finish, then
+the workers still busy are terminated; what they held stays in the spool for the next start.
 """
 
 from __future__ import annotations
@@ -53,18 +59,24 @@ from node.store.db import transaction
 logger = logging.getLogger(__name__)
 
 QUEUE_LIMIT = 2048  # spool entries waiting for a worker before accept() waits
-IN_FLIGHT_PER_WORKER = 32  # arrivals handed to the pool and not yet written, per worker
+TASKS_PER_WORKER = 2  # tasks in the pool (running or next), per worker
+TASK_LIMIT = 16  # arrivals per task at most (a task takes what waits when it is made)
+IN_FLIGHT_LIMIT = 512  # arrivals handed to the pool and not yet written, at most
 BATCH_LIMIT = 256  # outcomes written per transaction at most
 BATCH_WAIT = 0.1  # seconds the writer waits for a batch to fill (fewer, larger commits)
+_BATCH_POLL = 0.01  # while it waits, how often it looks whether anything is still coming
+_QUIET = 0.02  # seconds without an arrival after which a push is taken to have ended
 RETRY_DELAY = 5.0  # seconds before an arrival whose store write failed is tried again
 CRASH_LIMIT = 2  # a worker dying on the same arrival this often rejects it
-STOP_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0  # seconds stop() lets the pool finish before terminating workers
+WORKER_NICENESS = 10  # stage 1 yields the cores to the receiving thread (worker.init)
+WORKER_EXIT_SECONDS = 2.0  # for a terminated worker to exit before it is killed
 
 
 @dataclass(frozen=True, slots=True)
 class _Done:
-    entry: SpoolEntry
-    future: Future[worker.Outcome]
+    entries: list[SpoolEntry]
+    future: Future[list[worker.Outcome]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +100,7 @@ class Ingest:
             secret=settings.secret().value,
             store_dir=settings.store_dir,
             parent_pid=os.getpid(),
+            niceness=WORKER_NICENESS,
         )
         self._spool = Spool(settings.spool_dir)
         self._workers = settings.workers
@@ -102,9 +115,11 @@ class Ingest:
         self._changed = threading.Condition(self._lock)
         self._pending = 0  # spool entries not yet finished (queued or in flight)
         self._pending_jobs: Counter[int] = Counter()  # the same, of each selection job
-        self._in_flight = 0
-        self._in_flight_limit = max(8, IN_FLIGHT_PER_WORKER * self._workers)
+        self._in_flight = 0  # arrivals handed to the pool and not yet written
+        self._tasks = 0  # tasks in the pool, not yet finished
+        self._task_limit = TASKS_PER_WORKER * self._workers
         self._counts: Counter[str] = Counter()
+        self._last_arrival = 0.0  # time.monotonic() of the last arrival
         self._state = "new"
         self._stopping = threading.Event()
         self._executor: ProcessPoolExecutor | None = None
@@ -121,7 +136,11 @@ class Ingest:
         worker.build_engine(self._config)  # a bad profile or secret fails here, not in a worker
         recovered = self._recover()
         self._executor = self._new_executor()
-        self._executor.submit(worker.ping).result()  # the pool starts, or this raises
+        # Every worker starts now (the pool would start the second one only when the first is
+        # busy, in the middle of a push), or this raises.
+        pings = [self._executor.submit(worker.ping, 0.02) for _ in range(self._workers)]
+        for ping in pings:
+            ping.result()
         with self._lock:
             self._backlog.extend(recovered)
             self._pending += len(recovered)
@@ -155,14 +174,42 @@ class Ingest:
         with self._changed:
             while self._in_flight and time.monotonic() < deadline:
                 self._changed.wait(timeout=0.1)
+            stuck = self._in_flight
         self._results.put(_STOP)
         self._threads[1].join(timeout=max(1.0, deadline - time.monotonic()))
         if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._stop_pool(self._executor)
+        self._spool.close()
         with self._lock:
             self._state = "stopped"
             left = self._pending
+        if stuck:
+            logger.warning(
+                "ingest: %d arrival(s) were still in stage 1 after %.0f s; their workers were "
+                "terminated",
+                stuck,
+                STOP_TIMEOUT,
+            )
         logger.info("ingest stopped; %d arrival(s) left in the spool for the next start", left)
+
+    def _stop_pool(self, executor: ProcessPoolExecutor) -> None:
+        """Shut the pool down without waiting on a worker that does not finish: what it
+        holds stays in the spool."""
+        processes = list((getattr(executor, "_processes", None) or {}).values())
+        executor.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + WORKER_EXIT_SECONDS
+        for process in processes:
+            process.join(timeout=max(0.0, deadline - time.monotonic()))
+        stragglers = [p for p in processes if p.is_alive()]
+        for process in stragglers:
+            process.terminate()
+        for process in stragglers:
+            process.join(timeout=WORKER_EXIT_SECONDS)
+            if process.is_alive():
+                process.kill()
+                process.join(timeout=WORKER_EXIT_SECONDS)
+        if stragglers:
+            _remove_dead_workers_files(self._config.staging_dir)
 
     def _recover(self) -> list[SpoolEntry]:
         partials = self._spool.prepare()
@@ -229,16 +276,15 @@ class Ingest:
             raise
         try:
             entry = self._spool.write(encoded, source=source, job_id=job_id)
-        except OSError as exc:
-            logger.error("ingest: cannot write the spool (%s)", exc.strerror or type(exc).__name__)
-            raise SpoolUnavailable(
-                f"the spool cannot take the instance ({exc.strerror or type(exc).__name__})"
-            ) from None
+        except SpoolUnavailable as exc:
+            logger.error("ingest: %s", exc)
+            raise
         with self._lock:
             self._pending += 1
             if job_id is not None:
                 self._pending_jobs[job_id] += 1
             self._counts["received"] += 1
+            self._last_arrival = time.monotonic()
         while not self._stopping.is_set():
             try:
                 self._queue.put(entry, timeout=0.2)
@@ -285,13 +331,13 @@ class Ingest:
                 if suspect is not None:
                     self._isolate(suspect)
                     continue
-                entry = self._next_entry()
-                if entry is None:
-                    continue
-                if not self._reserve_slot():
-                    self._backlog.appendleft(entry)  # stopping: it stays in the spool
-                    break
-                self._submit(entry)
+                if not self._reserve_task():
+                    break  # stopping: what waits stays in the spool
+                batch = self._next_batch()
+                if batch:
+                    self._submit(batch)
+                else:
+                    self._release_task()
         except Exception as exc:
             # Refuse new arrivals (the sender gets "out of resources" and keeps the instance)
             # rather than accept ones nothing will ever process.
@@ -320,29 +366,61 @@ class Ingest:
         except queue.Empty:
             return None
 
-    def _reserve_slot(self) -> bool:
+    def _reserve_task(self) -> bool:
+        """Wait for room in the pool: while every worker is busy, arrivals gather into the
+        next task instead of queueing one by one in the pool. (And for the writer, if it is
+        far behind: what the workers did waits for it in memory.)"""
         with self._changed:
-            while self._in_flight >= self._in_flight_limit:
+            while self._tasks >= self._task_limit or self._in_flight >= IN_FLIGHT_LIMIT:
                 if self._stopping.is_set():
                     return False
                 self._changed.wait(timeout=0.1)
-            self._in_flight += 1
+            self._tasks += 1
             return True
 
-    def _submit(self, entry: SpoolEntry) -> Future[worker.Outcome]:
+    def _release_task(self) -> None:
+        with self._changed:
+            self._tasks -= 1
+            self._changed.notify_all()
+
+    def _next_batch(self) -> list[SpoolEntry]:
+        """The next arrival (waiting a moment for one), and those that wait behind it."""
+        first = self._next_entry()
+        if first is None:
+            return []
+        batch = [first]
+        with self._lock:
+            while len(batch) < TASK_LIMIT and self._backlog:
+                batch.append(self._backlog.popleft())
+        while len(batch) < TASK_LIMIT:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        with self._lock:
+            self._in_flight += len(batch)
+        return batch
+
+    def _submit(self, batch: list[SpoolEntry]) -> Future[list[worker.Outcome]]:
         for _ in range(3):
             executor = self._executor
             assert executor is not None
             try:
-                future = executor.submit(
-                    worker.process, str(entry.path), entry.source, entry.job_id
-                )
+                future = executor.submit(worker.process_batch, batch)
             except (BrokenProcessPool, RuntimeError):
                 self._replace_executor(executor)
                 continue
-            future.add_done_callback(lambda f: self._results.put(_Done(entry, f)))
+            future.add_done_callback(lambda f: self._finished_task(batch, f))
             return future
         raise RuntimeError("the ingest's process pool cannot be started")
+
+    def _finished_task(self, batch: list[SpoolEntry], future: Future[list[worker.Outcome]]) -> None:
+        """A worker is free again (its outcomes go to the writer): the next task can go, before
+        the writer has committed these."""
+        with self._changed:
+            self._tasks -= 1
+            self._changed.notify_all()
+        self._results.put(_Done(batch, future))
 
     def _replace_executor(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -360,11 +438,16 @@ class Ingest:
             while self._in_flight and not self._stopping.is_set():
                 self._changed.wait(timeout=0.1)
             if self._stopping.is_set():
+                self._suspects.appendleft(entry)  # it stays in the spool
                 return
             self._in_flight += 1
-        future = self._submit(entry)
-        with contextlib.suppress(Exception):
-            future.exception()  # wait; the writer gets the outcome through the callback
+            self._tasks += 1
+        future = self._submit([entry])
+        while not self._stopping.is_set():  # the writer gets the outcome through the callback
+            with contextlib.suppress(Exception):
+                future.exception(timeout=0.1)
+            if future.done():
+                break
         with self._changed:  # and wait for the writer, which may find it a suspect again
             while self._in_flight and not self._stopping.is_set():
                 self._changed.wait(timeout=0.1)
@@ -379,10 +462,13 @@ class Ingest:
             batch = [item]
             deadline = time.monotonic() + BATCH_WAIT
             while len(batch) < BATCH_LIMIT:
+                left = deadline - time.monotonic()
+                if left <= 0 or (self._results.empty() and self._quiet()):
+                    break  # nothing more is coming soon: no reason to hold these back
                 try:
-                    more = self._results.get(timeout=max(0.0, deadline - time.monotonic()))
+                    more = self._results.get(timeout=min(left, _BATCH_POLL))
                 except queue.Empty:
-                    break
+                    continue
                 if more is _STOP:
                     self._results.put(_STOP)
                     break
@@ -391,6 +477,14 @@ class Ingest:
                 self._handle(batch)
             except Exception:  # never let the writer die: what is not written stays spooled
                 logger.exception("ingest: writing a batch failed")
+
+    def _quiet(self) -> bool:
+        """Nothing in the pool, nothing waiting for it, and no arrival a moment ago (a sender
+        in the middle of a push sends the next one within milliseconds)."""
+        with self._lock:
+            if self._tasks or self._backlog or not self._queue.empty():
+                return False
+            return time.monotonic() - self._last_arrival > _QUIET
 
     def _handle(self, batch: list[_Done | _Refused | object]) -> None:
         stored: list[tuple[SpoolEntry, store.InstanceRecord]] = []
@@ -402,15 +496,15 @@ class Ingest:
                 rejected.append((None, item.rejection))
                 continue
             assert isinstance(item, _Done)
-            released += 1
-            outcome = self._outcome(item)
-            if isinstance(outcome, worker.Stored):
-                stored.append((item.entry, outcome.record))
-            elif isinstance(outcome, worker.Rejected):
-                rejected.append((item.entry, outcome.rejection))
-            elif isinstance(outcome, worker.Vanished):
-                logger.warning("ingest: a spool entry vanished before stage 1 ran")
-                vanished.append(item.entry)
+            released += len(item.entries)
+            for entry, outcome in self._outcomes(item):
+                if isinstance(outcome, worker.Stored):
+                    stored.append((entry, outcome.record))
+                elif isinstance(outcome, worker.Rejected):
+                    rejected.append((entry, outcome.rejection))
+                elif isinstance(outcome, worker.Vanished):
+                    logger.warning("ingest: a spool entry vanished before stage 1 ran")
+                    vanished.append(entry)
         try:
             if stored or rejected:
                 self._commit(stored, rejected)
@@ -423,29 +517,41 @@ class Ingest:
                 self._in_flight -= released
                 self._changed.notify_all()
 
-    def _outcome(self, item: _Done) -> worker.Outcome | None:
-        """The worker's outcome; None when the arrival goes back for another attempt."""
-        entry = item.entry
+    def _outcomes(self, item: _Done) -> list[tuple[SpoolEntry, worker.Outcome | None]]:
+        """The worker's outcome of each arrival of a task; None when the arrival goes back
+        for another attempt."""
         try:
-            outcome = item.future.result()
+            outcomes = item.future.result()
         except BrokenProcessPool:
-            self._crashes[entry.name] += 1
-            if self._crashes[entry.name] > CRASH_LIMIT:
-                return self._given_up(entry, "worker-crashed", "stage 1 kept killing its worker")
-            with self._lock:
-                self._suspects.append(entry)
-            return None
+            return [(entry, self._crashed(entry)) for entry in item.entries]
         except Exception as exc:  # the task itself failed outside stage 1 (a pickling error…)
-            self._crashes[entry.name] += 1
-            if self._crashes[entry.name] > CRASH_LIMIT:
-                return self._given_up(entry, "failed", f"stage 1 failed ({type(exc).__name__})")
-            self._later(entry, f"the worker failed ({type(exc).__name__})")
-            return None
-        if isinstance(outcome, worker.Retry):
-            self._later(entry, outcome.reason)
-            return None
-        self._crashes.pop(entry.name, None)
-        return outcome
+            return [(entry, self._failed(entry, exc)) for entry in item.entries]
+        settled: list[tuple[SpoolEntry, worker.Outcome | None]] = []
+        for entry, outcome in zip(item.entries, outcomes, strict=True):
+            if isinstance(outcome, worker.Retry):
+                self._later(entry, outcome.reason)
+                settled.append((entry, None))
+                continue
+            self._crashes.pop(entry.name, None)
+            settled.append((entry, outcome))
+        return settled
+
+    def _crashed(self, entry: SpoolEntry) -> worker.Outcome | None:
+        """A worker died holding ``entry`` (perhaps because of another arrival of its task):
+        it is tried again alone."""
+        self._crashes[entry.name] += 1
+        if self._crashes[entry.name] > CRASH_LIMIT:
+            return self._given_up(entry, "worker-crashed", "stage 1 kept killing its worker")
+        with self._lock:
+            self._suspects.append(entry)
+        return None
+
+    def _failed(self, entry: SpoolEntry, exc: Exception) -> worker.Outcome | None:
+        self._crashes[entry.name] += 1
+        if self._crashes[entry.name] > CRASH_LIMIT:
+            return self._given_up(entry, "failed", f"stage 1 failed ({type(exc).__name__})")
+        self._later(entry, f"the worker failed ({type(exc).__name__})")
+        return None
 
     def _given_up(self, entry: SpoolEntry, code: str, reason: str) -> worker.Rejected:
         self._crashes.pop(entry.name, None)

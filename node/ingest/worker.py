@@ -1,10 +1,11 @@
 """What runs in a worker process: read a spooled arrival, pseudonymize it, store its file.
 
-Each worker builds its engine once (:func:`init`). :func:`process` does the CPU work of
-one arrival — read, stage 1, SHA-256 — and writes the de-identified file durably into the
-store, then returns a small :class:`Stored` (the row's metadata, and the hospital's
-identifiers for the encrypted correspondence table) or a :class:`Rejected`. The parent
-writes the rows; a worker never touches the database.
+Each worker builds its engine once (:func:`init`). :func:`process_batch` is handed a few
+arrivals at a time (where their bytes are in the spool, not the bytes: the parent's memory
+stays flat) and does the CPU work of each — read, stage 1, SHA-256 — and writes the
+de-identified file into the store, then returns a small :class:`Stored` (the row's metadata,
+and the hospital's identifiers for the encrypted correspondence table) or a
+:class:`Rejected`. The parent writes the rows; a worker never touches the database.
 
 Store files are written through a staging folder (``store/.staging``): a temporary file is
 written there, then renamed into place; the parent makes each batch durable before it
@@ -14,6 +15,7 @@ folder, which the ingest empties at start, and files without rows, which the spo
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime as dt
 import hashlib
@@ -25,9 +27,10 @@ import re
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PosixPath
 from typing import Any, ClassVar, cast
 
 from pydicom.dataelem import RawDataElement
@@ -39,6 +42,9 @@ from common.deid.engine import Engine
 from common.deid.exceptions import InstanceRejected, SourceUnavailable
 from common.deid.files import read_instance
 from common.deid.profile import load_profile, read_lookup_table
+from common.deid.reader import read_fast
+from node.ingest import spool
+from node.ingest.spool import SpoolEntry
 from node.store.service import (
     InstanceRecord,
     Originals,
@@ -62,6 +68,7 @@ class WorkerConfig:
     secret: bytes = field(repr=False)
     store_dir: Path
     parent_pid: int = 0  # the node's process: a worker outliving it ends itself
+    niceness: int = 0  # added to the worker's nice value (see init)
 
     @property
     def staging_dir(self) -> Path:
@@ -120,9 +127,18 @@ _state: dict[str, Any] = {}
 
 
 def init(config: WorkerConfig) -> None:
-    """Process initializer: one engine per worker, and a watch on the node's process."""
+    """Process initializer: one engine per worker, and a watch on the node's process.
+
+    A worker runs at a lower priority than the node (``config.niceness``): acknowledging an
+    arrival waits on the node's receiving thread, stage 1 does not wait on anything, so when
+    both want a core the receiving thread gets it and stage 1 takes what is left (the spool
+    holds what waits meanwhile).
+    """
     # pydicom logs invalid values verbatim ("Invalid value for VR PN: '...'"): never here.
     logging.getLogger("pydicom").setLevel(logging.CRITICAL + 1)
+    if config.niceness:
+        with contextlib.suppress(OSError):
+            os.nice(config.niceness)
     _state["engine"] = build_engine(config)
     _state["writer"] = StoreWriter(config.store_dir)
     if config.parent_pid:
@@ -158,24 +174,33 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def ping() -> int:
-    """A no-op task that makes the pool start its processes (and so fail early)."""
+def ping(hold: float = 0.0) -> int:
+    """A task that makes the pool start its processes (and so fail early); it holds its
+    worker a moment, so that the next ping starts another one."""
+    time.sleep(hold)
     return os.getpid()
 
 
-def process(spool_path: str, source: str, job_id: int | None) -> Outcome:
+def process_batch(entries: list[SpoolEntry]) -> list[Outcome]:
+    """Stage 1 for a few spooled arrivals, one outcome each (fewer round trips to the
+    parent than one task per arrival)."""
     engine: Engine = _state["engine"]
     writer: StoreWriter = _state["writer"]
-    return deidentify_and_store(engine, writer, Path(spool_path), source=source, job_id=job_id)
+    return [deidentify_and_store(engine, writer, entry) for entry in entries]
 
 
-def deidentify_and_store(
-    engine: Engine, writer: StoreWriter, path: Path, *, source: str, job_id: int | None
-) -> Outcome:
+def deidentify_and_store(engine: Engine, writer: StoreWriter, entry: SpoolEntry) -> Outcome:
     """Stage 1 for one spooled arrival; never raises for a bad instance."""
+    source, job_id = entry.source, entry.job_id
     sop_class = modality = ""
     try:
-        ds = read_instance(path)
+        data = spool.read(entry)
+    except FileNotFoundError:
+        return Vanished()
+    except OSError as exc:
+        return Retry(f"cannot read the spool ({_errno(exc)})")
+    try:
+        ds = read_arrival(data, writer.staging)
         original = _Header(ds)
         sop_class = original.text(0x00080016)
         modality = original.text(0x00080060)[:16]
@@ -188,13 +213,9 @@ def deidentify_and_store(
         result = engine.deidentify(ds)
         header = _header(ds)  # the pseudonymized dataset: stage 1 ran in place
     except InstanceRejected as exc:
-        if not path.exists():
-            return Vanished()
         return Rejected(Rejection(exc.code, exc.reason, source, sop_class, modality, job_id))
     except (SourceUnavailable, MemoryError) as exc:
         # Not a verdict on the instance: it was acknowledged, so keep it and try again.
-        if not path.exists():
-            return Vanished()
         return Retry(f"stage 1 could not run now ({type(exc).__name__})")
     except Exception as exc:
         # Only the type: a library's message might quote a value of the file.
@@ -228,6 +249,45 @@ def deidentify_and_store(
         originals=originals,
     )
     return Stored(record)
+
+
+class _InMemoryFile(PosixPath):
+    """A spooled arrival's bytes, shown to the engine's one-pass reader as the file it
+    expects; that reader only calls ``read_bytes()`` (and names the data set after it).
+    Anything that opened it by name would find no such file (its folder is never made): a
+    retry, never other data."""
+
+    data: bytes
+
+    def read_bytes(self) -> bytes:
+        return self.data
+
+
+_read_names = itertools.count()
+
+
+def read_arrival(data: bytes, staging: Path) -> Dataset:
+    """The arrival as :func:`common.deid.files.read_instance` reads a file of it.
+
+    The common case (little endian, not deflated) is parsed from the bytes; anything else is
+    written to a temporary file in the staging folder for the general reader. The checks on
+    completeness ``read_instance`` makes were made on arrival (``node.ingest.validate``).
+    """
+    arrival = _InMemoryFile(staging / "never made" / "arrival.dcm")
+    arrival.data = data
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = read_fast(arrival)
+    if ds is not None:
+        return ds
+    temporary = staging / f"{os.getpid()}-read-{next(_read_names)}"
+    try:
+        temporary.write_bytes(data)
+        return read_instance(temporary)
+    except OSError as exc:
+        raise SourceUnavailable(f"cannot stage the arrival ({_errno(exc)})") from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 class StoreWriter:
@@ -289,7 +349,8 @@ class StoreWriter:
         return target
 
     def _ensure_folder(self, folder: Path) -> None:
-        """Create ``folder`` and flush each parent that gained an entry."""
+        """Create ``folder``; without ``syncfs`` (which makes the batch's folders durable
+        with its files, :func:`flush_store`), flush each parent that gained an entry."""
         if folder in self._folders:
             return
         missing: list[Path] = []
@@ -302,7 +363,8 @@ class StoreWriter:
                 created.mkdir()
             except FileExistsError:
                 continue
-            fsync_folder(created.parent)
+            if SYNCFS is None:
+                fsync_folder(created.parent)
         if len(self._folders) > 10_000:
             self._folders.clear()
         self._folders.add(folder)

@@ -5,8 +5,9 @@ any moment resumes where it stopped:
 
 1. **plan**: C-FIND the PACS (study level, and series level when a protocol or a modality
    narrows a study down). The plan — the hospital's study and series UIDs — is stored
-   encrypted in ``report["selection"]``; ``report["studies"]`` keeps one PHI-free entry per
-   study, keyed by the study's stage-1 UID (the pseudonymous UID the study gets in the store).
+   encrypted in ``report["selection"]``; a ``JobStudy`` row per study keeps its PHI-free
+   progress, keyed by the study's stage-1 UID (the pseudonymous UID the study gets in the
+   store). The job's view shows them as ``report["studies"]``.
 2. **retrieve**: each study not yet fetched is C-MOVEd to the node (or C-GET into the
    ingest); its entry records found / retrieved / failed / stored and its state. A study
    fetched before a restart is not fetched again.
@@ -139,7 +140,7 @@ class RetryPolicy:
 
 
 class StudyState(str, Enum):
-    """Where one study of a retrieval job stands (``report["studies"][uid]["state"]``)."""
+    """Where one study of a retrieval job stands (``JobStudy.state``)."""
 
     # Not fetched yet (or the fetch was interrupted).
     PENDING = "pending"
@@ -289,7 +290,7 @@ class Runner:
         with transaction(self.sessions) as session:
             job = service.get(session=session, job_id=job_id)
             if job.attempts >= self.retry.max_attempts:
-                _give_up_pending(job)
+                _give_up_pending(session, job)
                 ended = service.finish(
                     session=session,
                     job_id=job_id,
@@ -370,8 +371,7 @@ class Runner:
         method = Method(str(spec.get("method", Method.MOVE.value)))
         for key, study in plan:
             with transaction(self.sessions) as session:
-                entry = service.get(session=session, job_id=job_id).report["studies"]
-                state = cast(dict[str, Any], entry)[key]["state"]
+                state = service.job_study(session=session, job_id=job_id, study_key=key).state
             if state not in _TO_FETCH:
                 continue
             self._check(job_id)
@@ -395,19 +395,9 @@ class Runner:
                 for _, s in keyed
             ],
         )
-        entries = {
-            key: {
-                "state": StudyState.PENDING.value,
-                "found": s.found,
-                "series": len(s.series_uids) or None,
-                "retrieved": 0,
-                "failed": 0,
-                "stored": 0,
-                "attempts": 0,
-                "error": "",
-            }
-            for key, s in keyed
-        }
+        entries = [
+            service.PlannedEntry(key, s.found, len(s.series_uids) or None) for key, s in keyed
+        ]
         with transaction(self.sessions) as session:
             job = service.get(session=session, job_id=job_id)
             job.report = {
@@ -415,14 +405,15 @@ class Runner:
                 **extra,
                 "selection": service.encode_blob(ciphertext),
                 "selection_key": key_id,
-                "studies": entries,
             }
-            job.total = len(entries)
+            job.total = service.plan_studies(
+                session=session, job_id=job_id, entries=entries, state=StudyState.PENDING.value
+            )
             job.found = sum(s.found for _, s in keyed)
         logger.info(
             "job %d: %d studies, %d instances to fetch",
             job_id,
-            len(entries),
+            job.total,
             sum(s.found for _, s in keyed),
         )
 
@@ -583,11 +574,7 @@ class Runner:
     def _retrieved_elsewhere(self, job_id: int, key: str) -> int:
         """Sub-operations already counted for the job's other studies."""
         with transaction(self.sessions) as session:
-            studies = cast(
-                dict[str, dict[str, Any]],
-                service.get(session=session, job_id=job_id).report["studies"],
-            )
-        return sum(int(e["retrieved"]) for k, e in studies.items() if k != key)
+            return service.retrieved_elsewhere(session=session, job_id=job_id, study_key=key)
 
     def _progress_reporter(self, job_id: int, done_before: int) -> OnProgress:
         """Show live progress on the job (at most every two seconds)."""
@@ -619,35 +606,39 @@ class Runner:
             self.ingest.drain(self.drain_seconds, job_id=job_id)
         with transaction(self.sessions) as session:
             job = service.get(session=session, job_id=job_id)
-            studies = {k: dict(v) for k, v in cast(dict[str, Any], job.report["studies"]).items()}
-            entry = studies[key]
+            entry = service.job_study(session=session, job_id=job_id, study_key=key)
             if result is not None:
-                entry["attempts"] = int(entry["attempts"]) + 1
-                entry["retrieved"] = result.completed + result.warning
-                entry["failed"] = result.failed
-                if not entry["found"] and result.total:
-                    entry["found"] = result.total
+                entry.attempts += 1
+                entry.retrieved = result.completed + result.warning
+                entry.failed = result.failed
+                if not entry.found and result.total:
+                    entry.found = result.total
                 if result.ok:
-                    entry["state"] = StudyState.RETRIEVED.value
-                    entry["error"] = ""
+                    entry.state = StudyState.RETRIEVED.value
+                    entry.error = ""
                 else:
-                    entry["state"] = StudyState.INCOMPLETE.value
-                    entry["error"] = self._failure(result, method)
+                    entry.state = StudyState.INCOMPLETE.value
+                    entry.error = self._failure(result, method)
             elif error:
-                entry["attempts"] = int(entry["attempts"]) + 1
-                entry["error"] = error
-            entry["stored"] = _stored_in(
-                session, key, [self.stage1_uid(u) for u in study.series_uids]
+                entry.attempts += 1
+                entry.error = error
+            entry.stored = _stored_in(session, key, [self.stage1_uid(u) for u in study.series_uids])
+            session.flush()
+            self._update_counters(session, job)
+            state, retrieved, failed, stored = (
+                entry.state,
+                entry.retrieved,
+                entry.failed,
+                entry.stored,
             )
-            self._update_counters(session, job, studies)
         logger.info(
             "job %d: study %s %s (%d retrieved, %d failed, %d stored)",
             job_id,
             key,
-            entry["state"],
-            entry["retrieved"],
-            entry["failed"],
-            entry["stored"],
+            state,
+            retrieved,
+            failed,
+            stored,
         )
 
     def _failure(self, result: RetrieveResult, method: Method) -> str:
@@ -663,45 +654,42 @@ class Runner:
             return f"the PACS refused the C-GET ({status}) without sending anything"
         return f"{result.failed} of {result.total or '?'} sub-operations failed (final {status})"
 
-    def _update_counters(self, session: Session, job: Job, studies: dict[str, Any]) -> None:
-        entries = list(studies.values())
-        job.found = sum(int(e["found"]) for e in entries)
-        job.retrieved = sum(int(e["retrieved"]) for e in entries)
-        job.stored = sum(int(e["stored"]) for e in entries)
-        job.total = len(entries)
-        job.done_items = sum(1 for e in entries if e["state"] not in _TO_FETCH)
+    def _update_counters(self, session: Session, job: Job) -> None:
+        totals = service.study_totals(
+            session=session,
+            job_id=job.id,
+            to_fetch=_TO_FETCH,
+            retrieved_state=StudyState.RETRIEVED.value,
+        )
+        job.found, job.retrieved, job.stored = totals.found, totals.retrieved, totals.stored
+        job.total, job.done_items = totals.studies, totals.done
         rejected = service.rejected_reasons(session=session, job_id=job.id)
         job.rejected = sum(int(r["count"]) for r in rejected)
         job.report = {
             **job.report,
-            "studies": studies,
             "rejected": rejected,
-            "summary": _summary(job, entries),
+            "summary": _summary(job, totals.studies, totals.studies_retrieved),
         }
 
     def _conclude(self, job_id: int) -> None:
         with transaction(self.sessions) as session:
             job = service.get(session=session, job_id=job_id)
-            studies = {k: dict(v) for k, v in cast(dict[str, Any], job.report["studies"]).items()}
-            incomplete = [e for e in studies.values() if e["state"] in _TO_FETCH]
+            studies = service.job_studies(session=session, job_id=job_id)
+            incomplete = [(e.state, e.error) for e in studies if e.state in _TO_FETCH]
+            anything = any(e.retrieved for e in studies)
             attempts = job.attempts
-            if incomplete and attempts < self.retry.max_attempts:
-                self._update_counters(session, job, studies)
-            else:
-                for entry in incomplete:
-                    if entry["state"] == StudyState.PENDING.value:
-                        entry["state"] = StudyState.FAILED.value
-                self._update_counters(session, job, studies)
+            if incomplete and attempts >= self.retry.max_attempts:
+                _give_up_pending(session, job)
+            self._update_counters(session, job)
         if not incomplete:
             self._end(job_id, JobStatus.DONE)
             return
-        errors = Counter(str(e["error"]) for e in incomplete if e["error"])
+        errors = Counter(error for _, error in incomplete if error)
         why = f": {errors.most_common(1)[0][0]}" if errors else ""
         if attempts < self.retry.max_attempts:
             self._retry_or_fail(job_id, f"{len(incomplete)} studies incomplete{why}")
             return
         # Seed 000 reports partial success as such; nothing fetched at all is a failure.
-        anything = any(int(e["retrieved"]) for e in studies.values())
         self._end(
             job_id,
             JobStatus.DONE if anything else JobStatus.FAILED,
@@ -796,18 +784,17 @@ def study_queries(
     return queries or [base]
 
 
-def _give_up_pending(job: Job) -> None:
-    studies = job.report.get("studies")
-    if not isinstance(studies, dict):
-        return
-    changed = {
-        k: {**v, "state": StudyState.FAILED.value}
-        if v.get("state") == StudyState.PENDING.value
-        else v
-        for k, v in studies.items()
-    }
-    job.report = {**job.report, "studies": changed}
-    job.done_items = len(changed)
+def _give_up_pending(session: Session, job: Job) -> None:
+    """The job ends: its studies still pending failed."""
+    service.set_pending_studies(
+        session=session,
+        job_id=job.id,
+        pending=StudyState.PENDING.value,
+        state=StudyState.FAILED.value,
+    )
+    studies = service.job_studies(session=session, job_id=job.id)
+    if studies:
+        job.done_items = len(studies)
 
 
 def _stored_in(session: Session, study_uid: str, series_uids: Sequence[str]) -> int:
@@ -822,12 +809,11 @@ def _stored_in(session: Session, study_uid: str, series_uids: Sequence[str]) -> 
     return int(session.execute(query).scalar_one())
 
 
-def _summary(job: Job, entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(job: Job, studies: int, studies_retrieved: int) -> dict[str, Any]:
     """Success rates as seed 000 reports them."""
-    retrieved = sum(1 for e in entries if e["state"] == StudyState.RETRIEVED.value)
     return {
-        "studies": len(entries),
-        "studies_retrieved": retrieved,
+        "studies": studies,
+        "studies_retrieved": studies_retrieved,
         "instances_found": job.found,
         "instances_retrieved": job.retrieved,
         "instances_stored": job.stored,

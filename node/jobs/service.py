@@ -30,7 +30,14 @@ from sqlalchemy.orm import Session
 from common import audit
 from node.jobs.exceptions import InvalidSelection, JobFinished, JobNotFound, SpecUnreadable
 from node.store.correspondence import CorrespondenceError, Keyring
-from node.store.models import AuditRecord, Correspondence, Job, JobStatus, RejectedInstance
+from node.store.models import (
+    AuditRecord,
+    Correspondence,
+    Job,
+    JobStatus,
+    JobStudy,
+    RejectedInstance,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -364,8 +371,11 @@ def count_by_status(*, session: Session) -> dict[str, int]:
 
 
 def describe(job: Job) -> dict[str, Any]:
-    """A PHI-free view of a job for the API and the console (the encrypted parts left out)."""
+    """A PHI-free view of a job for the API and the console (the encrypted parts left out);
+    ``report["studies"]`` holds each planned study's progress, by its stage-1 UID."""
     report = {k: v for k, v in job.report.items() if k not in ("selection", "selection_key")}
+    if job.studies:
+        report["studies"] = {row.study_key: study_entry(row) for row in job.studies}
     return {
         "id": job.id,
         "kind": job.kind,
@@ -383,6 +393,115 @@ def describe(job: Job) -> dict[str, Any]:
         "created_at": _iso(job.created_at),
         "updated_at": _iso(job.updated_at),
         "next_attempt_at": _iso(job.next_attempt_at),
+    }
+
+
+# -- the studies of a retrieval job ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlannedEntry:
+    """A study of the plan, before it is fetched (PHI-free: its stage-1 UID)."""
+
+    study_key: str
+    found: int
+    series: int | None  # the plan narrowed it to this many series
+
+
+@dataclass(frozen=True)
+class StudyTotals:
+    found: int
+    retrieved: int
+    stored: int
+    studies: int
+    done: int  # studies no longer to fetch
+    studies_retrieved: int
+
+
+def plan_studies(
+    *, session: Session, job_id: int, entries: Sequence[PlannedEntry], state: str
+) -> int:
+    """Record the studies a job will fetch, in order (a study planned twice, once). Returns
+    how many."""
+    unique = {entry.study_key: entry for entry in entries}
+    session.add_all(
+        JobStudy(
+            job_id=job_id,
+            position=position,
+            study_key=entry.study_key,
+            state=state,
+            found=entry.found,
+            series=entry.series,
+            retrieved=0,
+            failed=0,
+            stored=0,
+            attempts=0,
+            error="",
+        )
+        for position, entry in enumerate(unique.values())
+    )
+    session.flush()
+    return len(unique)
+
+
+def job_studies(*, session: Session, job_id: int) -> list[JobStudy]:
+    """A job's studies, in the order of its plan."""
+    query = select(JobStudy).where(JobStudy.job_id == job_id).order_by(JobStudy.position)
+    return list(session.execute(query).scalars())
+
+
+def job_study(*, session: Session, job_id: int, study_key: str) -> JobStudy:
+    query = select(JobStudy).where(JobStudy.job_id == job_id, JobStudy.study_key == study_key)
+    return session.execute(query).scalar_one()
+
+
+def retrieved_elsewhere(*, session: Session, job_id: int, study_key: str) -> int:
+    """Sub-operations already counted for the job's other studies."""
+    query = select(func.coalesce(func.sum(JobStudy.retrieved), 0)).where(
+        JobStudy.job_id == job_id, JobStudy.study_key != study_key
+    )
+    return int(session.execute(query).scalar_one())
+
+
+def study_totals(
+    *, session: Session, job_id: int, to_fetch: Sequence[str], retrieved_state: str
+) -> StudyTotals:
+    """Sums over a job's studies, in one query."""
+    to_fetch_list = list(to_fetch)
+    query = select(
+        func.coalesce(func.sum(JobStudy.found), 0),
+        func.coalesce(func.sum(JobStudy.retrieved), 0),
+        func.coalesce(func.sum(JobStudy.stored), 0),
+        func.count(JobStudy.id),
+        func.count(JobStudy.id).filter(JobStudy.state.not_in(to_fetch_list)),
+        func.count(JobStudy.id).filter(JobStudy.state == retrieved_state),
+    ).where(JobStudy.job_id == job_id)
+    found, retrieved, stored, studies, done, studies_retrieved = session.execute(query).one()
+    return StudyTotals(
+        int(found), int(retrieved), int(stored), int(studies), int(done), int(studies_retrieved)
+    )
+
+
+def set_pending_studies(*, session: Session, job_id: int, pending: str, state: str) -> None:
+    """Give up the studies still pending (the job ends)."""
+    session.execute(
+        update(JobStudy)
+        .where(JobStudy.job_id == job_id, JobStudy.state == pending)
+        .values(state=state)
+    )
+
+
+def study_entry(row: JobStudy) -> dict[str, Any]:
+    """A study's progress as the job's report shows it."""
+    return {
+        "state": row.state,
+        "found": row.found,
+        "series": row.series,
+        "retrieved": row.retrieved,
+        "failed": row.failed,
+        "stored": row.stored,
+        "attempts": row.attempts,
+        "error": row.error,
     }
 
 

@@ -13,6 +13,13 @@ store (``patient``) and the fact store (``person`` and the fact tables) share:
 
 Date arithmetic is the one place the dialects differ: PostgreSQL subtracts dates to whole
 days, SQLite has no date type and subtracts Julian day numbers.
+
+The cohort is the set of *known* subject keys (either store) the criteria hold for. Its
+candidates are the subjects of a leaf criterion the inclusion requires, when it has one (an
+``all`` holding an event, say), else every known subject. Demographics (sex, birth year,
+reconciled across both stores) cost a grouping of every row: they are read where a
+criterion tests them — from the evaluation's scratch table when it made one (``people``) —
+and for a breakdown only for the cohort's own patients (``demographics(within=...)``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    FromClause,
     Integer,
     Select,
     Subquery,
@@ -37,6 +45,7 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    union,
     union_all,
 )
 
@@ -55,6 +64,7 @@ from common.schemas.cohort import (
     PatientCriterion,
     ProcedureCriterion,
     Within,
+    walk,
 )
 from node.clinical.models import Condition, Drug, Measurement, Person, Procedure
 from node.query.concepts import Expander, fact_codes
@@ -84,12 +94,20 @@ def cast_bool(expression: Any) -> ColumnElement[bool]:
     return condition
 
 
-def demographics() -> Subquery:
-    """One row per subject key known to either store: sex and birth year where known."""
-    both = union_all(
-        select(Patient.subject_key, Patient.sex, Patient.birth_year),
-        select(Person.subject_key, Person.sex, Person.birth_year),
-    ).subquery("known")
+def subjects() -> Subquery:
+    """Every subject key known to either store, once."""
+    return union(select(Patient.subject_key), select(Person.subject_key)).subquery("subjects")
+
+
+def demographics(within: FromClause | None = None) -> Subquery:
+    """One row per subject key known to either store (of those in ``within``'s
+    ``subject_key`` column, when given): sex and birth year where known."""
+    imaging = select(Patient.subject_key, Patient.sex, Patient.birth_year)
+    facts = select(Person.subject_key, Person.sex, Person.birth_year)
+    if within is not None:
+        imaging = imaging.join(within, within.c.subject_key == Patient.subject_key)
+        facts = facts.join(within, within.c.subject_key == Person.subject_key)
+    both = union_all(imaging, facts).subquery("known")
     return (
         select(
             both.c.subject_key,
@@ -129,8 +147,15 @@ class Compiler:
     cohort: Cohort
     dialect: str
     expander: Expander
-    demographics: Subquery = field(default_factory=demographics)
+    subjects: Subquery = field(default_factory=subjects)
+    # The demographics as a table (``node.query.scratch``), when the caller made one: each
+    # use is then an index lookup rather than a grouping of both stores.
+    people: FromClause | None = None
     _events: dict[int, Subquery] = field(default_factory=dict)
+
+    def _demographics(self) -> FromClause:
+        """A fresh copy each time: a statement using two must not correlate them."""
+        return self.people.alias() if self.people is not None else demographics()
 
     # -- patients --------------------------------------------------------------------------
 
@@ -143,19 +168,45 @@ class Compiler:
         if isinstance(criterion, NotOf):
             return not_(self.condition(criterion.not_, subject))
         if isinstance(criterion, PatientCriterion):
-            demo = demographics()  # its own copy: the outer statement's must not correlate
+            demo = self._demographics()
             members = select(demo.c.subject_key).where(demo.c.sex.in_(criterion.sex))
             return cast_bool(subject.in_(members))
         events = self.events(criterion)
         return cast_bool(subject.in_(select(events.c.subject_key)))
 
     def patients(self) -> AnySelect:
-        """The cohort's subject keys."""
-        subject = self.demographics.c.subject_key
-        where = self.condition(self.cohort.inclusion, subject)
+        """The cohort's subject keys (each once).
+
+        When the inclusion requires some leaf criterion (it is one, or an ``all`` holding
+        one), the candidates are that leaf's subjects, tested for the rest; otherwise every
+        known subject is a candidate."""
+        found = required_leaf(self.cohort.inclusion)
+        if found is None:
+            subject = self.subjects.c.subject_key
+            where = self.condition(self.cohort.inclusion, subject)
+        else:
+            leaf, rest = found
+            keys = self._leaf_keys(leaf)
+            subject = keys.c.subject_key
+            where = and_(true(), *(self.condition(c, subject) for c in rest))
         if self.cohort.exclusion is not None:
             where = and_(where, not_(self.condition(self.cohort.exclusion, subject)))
-        return select(subject).where(where)
+        return select(subject).distinct().where(where)
+
+    def _leaf_keys(self, leaf: PatientCriterion | EventCriterion) -> Subquery:
+        """The subject keys a leaf holds for, of known subjects only (a fact may name a
+        subject neither store has a record of)."""
+        if isinstance(leaf, PatientCriterion):
+            demo = self._demographics()
+            return select(demo.c.subject_key).where(demo.c.sex.in_(leaf.sex)).subquery()
+        events = self.events(leaf)
+        statement = select(events.c.subject_key)
+        if not isinstance(leaf, ImagingCriterion):  # imaging events come from known patients
+            key = events.c.subject_key
+            statement = statement.where(
+                or_(key.in_(select(Person.subject_key)), key.in_(select(Patient.subject_key)))
+            )
+        return statement.subquery("candidates")
 
     # -- events ----------------------------------------------------------------------------
 
@@ -225,7 +276,7 @@ class Compiler:
     def _filtered(self, criterion: EventCriterion, base: Subquery) -> Subquery:
         statement = select(*base.c)
         if criterion.age_min is not None or criterion.age_max is not None:
-            demo = demographics()
+            demo = self._demographics()
             age = extract("year", base.c.date) - demo.c.birth_year
             statement = statement.join(demo, demo.c.subject_key == base.c.subject_key)
             if criterion.age_min is not None:
@@ -262,7 +313,7 @@ class Compiler:
 
     # -- imaging of the cohort -------------------------------------------------------------
 
-    def matched_series(self, patients: Subquery) -> Subquery:
+    def matched_series(self, patients: FromClause) -> Subquery:
         """``series_id``, ``study_id``, ``subject_key`` of the cohort's matching series: those
         of its imaging criteria, or all of the cohort's series when it has none."""
         criteria = positive_imaging(self.cohort.inclusion)
@@ -293,3 +344,43 @@ class Compiler:
             .distinct()
             .subquery("matched_series")
         )
+
+
+def needs_demographics(cohort: Cohort, split: Criterion | None = None) -> bool:
+    """Whether the criteria test sex or an age at an event (read demographics)."""
+    criteria = [*cohort.criteria(), *(walk(split) if split is not None else [])]
+    return any(
+        isinstance(c, PatientCriterion)
+        or (isinstance(c, EventCriterion) and (c.age_min is not None or c.age_max is not None))
+        for c in criteria
+    )
+
+
+def _leaf_rank(criterion: Criterion) -> int:
+    """Which required leaf to start from: facts tend to be rarer than series, and both
+    than a sex."""
+    if isinstance(criterion, PatientCriterion):
+        return 2
+    return 1 if isinstance(criterion, ImagingCriterion) else 0
+
+
+def required_leaf(
+    criterion: Criterion,
+) -> tuple[PatientCriterion | EventCriterion, list[Criterion]] | None:
+    """A leaf criterion every subject of ``criterion`` meets, and the criteria they meet
+    besides (together: ``criterion``); None when there is none (``any``, ``not``)."""
+    if isinstance(criterion, PatientCriterion | EventCriterion):
+        return criterion, []
+    if not isinstance(criterion, AllOf):
+        return None
+    options = []
+    for index, child in enumerate(criterion.all):
+        found = required_leaf(child)
+        if found is not None:
+            leaf, rest = found
+            others = [c for i, c in enumerate(criterion.all) if i != index]
+            options.append((_leaf_rank(leaf), index, leaf, [*rest, *others]))
+    if not options:
+        return None
+    _, _, leaf, rest = min(options, key=lambda option: option[:2])
+    return leaf, rest

@@ -78,9 +78,8 @@ class Policy:
 
 
 def check_request(request: CohortCountRequest, policy: Policy) -> None:
-    if not policy.auto_answer:
-        # Local approval of queries is not built yet: a node that wants it answers none.
-        raise QueryRefused("this node answers queries only after local approval")
+    """The breakdowns and statistic asked are ones the node answers (whether it answers at
+    once or after local approval is the handler's business: ``auto_answer``)."""
     for breakdown in request.breakdowns:
         if breakdown.value not in policy.breakdowns:
             raise QueryRefused(f"this node does not allow the breakdown {breakdown.value!r}")
@@ -269,35 +268,44 @@ def member_hashes(members: Iterable[str], secret: SiteSecret) -> frozenset[str]:
     return frozenset(_member_hash(key, m) for m in members)
 
 
+def hashed_sets(sets: Iterable[frozenset[str]], secret: SiteSecret) -> tuple[frozenset[str], ...]:
+    """The patient sets an answer is about, as the guard compares and remembers them."""
+    return tuple(member_hashes(s, secret) for s in sets)
+
+
 @functools.lru_cache(maxsize=200_000)
 def _member_hash(key: bytes, member: str) -> str:
     # A node's patients recur from query to query: each is hashed once (one-shot HMAC).
     return hmac.digest(key, member.encode("utf-8"), "sha256").hex()[:_MEMBER_HASH_CHARS]
 
 
-def _remembered(project: str, *, session: Session) -> Iterable[frozenset[str]]:
+def _remembered(project: str, *, session: Session) -> Iterable[str]:
+    """The remembered patient sets of the project, one line each."""
     statement = select(QueryAnswer.member_sets).where(QueryAnswer.project == project)
     for (text,) in session.execute(statement.execution_options(yield_per=200)):
-        for line in text.splitlines():
-            yield frozenset(line.split())
+        yield from text.splitlines()
 
 
 def guard_differencing(
     project: str,
-    sets: Iterable[frozenset[str]],
+    hashed: Iterable[frozenset[str]],
     policy: Policy,
-    secret: SiteSecret,
     *,
     session: Session,
 ) -> None:
-    """Refuse when a published set differs from an earlier one by 1 … min_cell - 1 patients."""
-    hashed = [member_hashes(s, secret) for s in sets]
-    if not hashed:
+    """Refuse when a published set (:func:`hashed_sets`) differs from an earlier one by
+    1 … min_cell - 1 patients."""
+    current_sets = list(hashed)
+    if not current_sets:
         return
-    for earlier in _remembered(project, session=session):
-        for current in hashed:
-            if abs(len(earlier) - len(current)) >= policy.min_cell:
-                continue  # cheap: the difference is at least the size difference
+    for line in _remembered(project, session=session):
+        size = line.count(" ") + 1 if line else 0
+        # The difference is at least the difference in size: most sets are never parsed.
+        near = [c for c in current_sets if abs(size - len(c)) < policy.min_cell]
+        if not near:
+            continue
+        earlier = frozenset(line.split())
+        for current in near:
             difference = len(earlier ^ current)
             if 0 < difference < policy.min_cell:
                 raise QueryRefused(
@@ -309,12 +317,12 @@ def guard_differencing(
 def remember(
     project: str,
     question_hash: str,
-    sets: Iterable[frozenset[str]],
-    secret: SiteSecret,
+    hashed: Iterable[frozenset[str]],
     *,
     session: Session,
 ) -> None:
-    lines = [" ".join(sorted(member_hashes(s, secret))) for s in sets]
+    """Keep the answer's patient sets (:func:`hashed_sets`) for the guard."""
+    lines = [" ".join(sorted(members)) for members in hashed]
     session.add(
         QueryAnswer(project=project, question_hash=question_hash, member_sets="\n".join(lines))
     )

@@ -3,20 +3,25 @@
 Runs in the agent's worker thread: validates the payload, answers under the node's policy
 and returns the answer, or refuses with a PHI-free reason. An answer and its audit record
 commit together; a refusal is audited too, then reported to the hub.
+
+A node that answers only after local approval (``query_auto_answer`` off) holds a query its
+policy allows (:func:`node.query.approval.hold`) and tells the hub it is deferred; hospital
+IT's decision follows over the channel (:mod:`node.query.delivery`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import ValidationError
 
 from common.schemas.channel import TaskRead
 from common.schemas.cohort import CohortCountRequest, canonical_hash
-from node.federation.exceptions import TaskRefused
+from node.federation.exceptions import TaskDeferred, TaskRefused
 from node.federation.handlers import HandlerContext
-from node.query import service
+from node.query import approval as approvals
+from node.query import disclosure, service
 from node.query.disclosure import Policy
 from node.query.exceptions import QueryRefused
 from node.store.db import transaction
@@ -41,6 +46,8 @@ def _request(task: TaskRead) -> CohortCountRequest:
 def handle_cohort_count(task: TaskRead, context: HandlerContext) -> dict[str, Any]:
     request = _request(task)
     policy = Policy.from_settings(context.settings)
+    if not policy.auto_answer:
+        _hold(task, request, context, policy)
     secret = context.settings.secret()
     actor = f"hub:{task.requested_by or 'unknown'}"
     refusal = ""
@@ -61,3 +68,30 @@ def handle_cohort_count(task: TaskRead, context: HandlerContext) -> dict[str, An
     if refusal:
         raise TaskRefused(refusal)
     return answer.model_dump(mode="json")
+
+
+def _hold(
+    task: TaskRead, request: CohortCountRequest, context: HandlerContext, policy: Policy
+) -> NoReturn:
+    """Hold the query for hospital IT, or refuse at once what no approval could make the
+    node answer (a breakdown it does not allow, a spent budget). Always raises."""
+    actor = f"hub:{task.requested_by or 'unknown'}"
+    refusal = ""
+    with transaction(context.sessions) as session:
+        try:
+            disclosure.check_request(request, policy)
+            disclosure.check_budget(request.project, policy, session=session)
+        except QueryRefused as refused:
+            refusal = refused.reason
+            service.refuse(
+                session,
+                actor=actor,
+                project=request.project,
+                question_hash=canonical_hash(request),
+                reason=refusal,
+            )
+        else:
+            approvals.hold(request, task, session=session)
+    if refusal:
+        raise TaskRefused(refusal)
+    raise TaskDeferred(approvals.AWAITING_REASON)

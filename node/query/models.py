@@ -7,13 +7,19 @@ series before each query (:func:`node.query.labels.label_new_series`).
 ``query_answer`` remembers, per project, which patient sets the node has answered about,
 as keyed hashes of their members (HMAC with the site secret: worthless off the node), so
 the differencing guard can refuse a set that differs from an earlier one by a few patients.
+
+``query_approval`` holds the queries of a node that answers only after local approval
+(``query_auto_answer`` off): what was asked, hospital IT's decision, and the result that goes
+back to the hub over the channel.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from enum import Enum
+from typing import Any
 
-from sqlalchemy import Boolean, DateTime, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from node.store.models import Base, utcnow
@@ -43,3 +49,44 @@ class QueryAnswer(Base):
     # The patient sets the answer is about (the cohort, each statistic group), one per
     # line, each a space-separated sorted list of keyed member hashes.
     member_sets: Mapped[str] = mapped_column(Text, default="")
+
+
+class ApprovalState(str, Enum):
+    """Where a query that waits for hospital IT stands."""
+
+    # Recorded; the hub knows the answer waits for a decision.
+    AWAITING = "awaiting"
+    # Approved and answered under disclosure control; the answer goes to the hub.
+    APPROVED = "approved"
+    # Approved, but disclosure control refused it then (budget spent, differencing).
+    REFUSED = "refused"
+    # Declined by hospital IT; the reason goes to the hub.
+    DECLINED = "declined"
+    # The task's time-to-live ran out before a decision.
+    EXPIRED = "expired"
+
+
+class QueryApproval(Base):
+    """A federated query held for hospital IT's decision, and the result sent back."""
+
+    __tablename__ = "query_approval"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(Integer, unique=True)  # the hub's task number
+    project: Mapped[str] = mapped_column(String(128), index=True)
+    requested_by: Mapped[str] = mapped_column(String(64))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the cohort.count payload
+    question_hash: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    state: Mapped[ApprovalState] = mapped_column(
+        String(16), default=ApprovalState.AWAITING, index=True
+    )
+    decided_by: Mapped[str] = mapped_column(String(128), default="")
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # The channel's TaskResult for the hub, once decided; sent_at once the hub took it (or
+    # said it no longer would: hub_reply says which).
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), nullable=True)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    hub_reply: Mapped[str] = mapped_column(Text, default="")

@@ -3,16 +3,21 @@
 :func:`evaluate` computes the true, unprotected figures — they never leave this module's
 callers on the node. :func:`answer` is the whole path of a query: policy and budget checks,
 evaluation, disclosure control, the differencing guard, and the audit record.
+:func:`preview` is the same path without its effects: what the node would answer now, for
+hospital IT deciding on a query that waits for approval.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections import defaultdict
+from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Subquery, distinct, func, select
+from sqlalchemy import FromClause, distinct, extract, func, select
 from sqlalchemy.orm import Session
 
 from common import audit
@@ -27,10 +32,10 @@ from common.schemas.cohort import (
     canonical_hash,
 )
 from node.clinical.models import Measurement
-from node.query import disclosure
-from node.query.compile import Compiler, concept_condition, demographics
+from node.query import disclosure, scratch
+from node.query.compile import Compiler, concept_condition, demographics, needs_demographics
 from node.query.concepts import Expander, fact_codes, ontology_expander
-from node.query.disclosure import Policy
+from node.query.disclosure import Policy, Published
 from node.query.exceptions import QueryRefused
 from node.query.labels import label_new_series
 from node.query.models import SeriesLabel
@@ -49,40 +54,40 @@ SPLIT_GROUPS = ("yes", "no")
 
 
 def _patient_values(
-    session: Session, cohort: Subquery, breakdowns: set[Breakdown]
+    session: Session, cohort: FromClause, breakdowns: set[Breakdown]
 ) -> dict[Breakdown, dict[str, set[str]]]:
     """Patient-level breakdowns (each patient has exactly one value), from one read of the
     cohort's demographics."""
     if not breakdowns:
         return {}
-    demo = demographics()
-    rows = session.execute(
-        select(demo.c.subject_key, demo.c.sex, demo.c.birth_year).where(
-            demo.c.subject_key.in_(select(cohort.c.subject_key))
+    demo = demographics(within=cohort)
+    first_study = (
+        select(Patient.subject_key, func.min(Study.study_date).label("date"))
+        .join(Study, Study.patient_id == Patient.id)
+        .join(cohort, cohort.c.subject_key == Patient.subject_key)
+        .group_by(Patient.subject_key)
+        .subquery("first_study")
+    )
+    age = extract("year", first_study.c.date) - demo.c.birth_year
+    rows = session.connection().execute(
+        select(demo.c.subject_key, demo.c.sex, age).outerjoin(
+            first_study, first_study.c.subject_key == demo.c.subject_key
         )
-    ).all()
-    found: dict[Breakdown, dict[str, set[str]]] = {}
-    if Breakdown.SEX in breakdowns:
-        found[Breakdown.SEX] = {key: {(sex or "").strip().upper()} for key, sex, _ in rows}
-    if Breakdown.AGE_BAND in breakdowns:
-        first_study = dict(
-            session.execute(
-                select(Patient.subject_key, func.min(Study.study_date))
-                .join(Study, Study.patient_id == Patient.id)
-                .where(Patient.subject_key.in_(select(cohort.c.subject_key)))
-                .group_by(Patient.subject_key)
-            ).all()
-        )
-        bands: dict[str, set[str]] = {}
-        for key, _, birth_year in rows:
-            when: dt.date | None = first_study.get(key)
-            age = when.year - birth_year if when is not None and birth_year is not None else None
-            bands[key] = {age_band(age)}
-        found[Breakdown.AGE_BAND] = bands
+    )
+    found: dict[Breakdown, dict[str, set[str]]] = {b: {} for b in breakdowns}
+    sexes, bands = found.get(Breakdown.SEX), found.get(Breakdown.AGE_BAND)
+    for key, sex, years in rows:
+        if sexes is not None:
+            sexes[key] = {(sex or "").strip().upper()}
+        if bands is not None:
+            bands[key] = {_age_band(None if years is None else int(years))}
     return found
 
 
-def _series_values(session: Session, matched: Subquery) -> dict[Breakdown, dict[str, set[str]]]:
+_age_band = functools.lru_cache(maxsize=256)(age_band)  # a few dozen ages, many patients
+
+
+def _series_values(session: Session, matched: FromClause) -> dict[Breakdown, dict[str, set[str]]]:
     """Series-level breakdowns: a patient is in the cell of each of their matching series."""
     statement = (
         select(
@@ -114,7 +119,7 @@ def _cells(values_of: dict[str, set[str]]) -> dict[str, int]:
 
 
 def _latest_values(
-    session: Session, cohort: Subquery, request: StatisticRequest, expander: Expander
+    session: Session, cohort: FromClause, request: StatisticRequest, expander: Expander
 ) -> dict[str, float]:
     """Each cohort patient's latest value of the measurement (ties: the last recorded)."""
     codes = fact_codes(request.measurement, descendants=True, expander=expander)
@@ -139,17 +144,15 @@ def _statistic_groups(
     session: Session,
     compiler: Compiler,
     request: StatisticRequest,
+    cohort: FromClause,
     patients: frozenset[str],
     values_by: dict[Breakdown, dict[str, set[str]]],
 ) -> dict[str, set[str]]:
     if request.split is not None:
-        demo = compiler.demographics
-        cohort = compiler.patients().subquery("cohort_split")
         inside = set(
             session.scalars(
-                select(demo.c.subject_key).where(
-                    demo.c.subject_key.in_(select(cohort.c.subject_key)),
-                    compiler.condition(request.split, demo.c.subject_key),
+                select(cohort.c.subject_key).where(
+                    compiler.condition(request.split, cohort.c.subject_key)
                 )
             )
         )
@@ -168,14 +171,26 @@ def evaluate(
 ) -> Evaluation:
     """The true figures of ``request`` on this store (labels new series first)."""
     label_new_series(session=session)
-    compiler = Compiler(
-        cohort=request.cohort,
-        dialect=session.get_bind().dialect.name,
-        expander=expander or ontology_expander(session),
-    )
-    patients_statement = compiler.patients()
-    patients = frozenset(session.scalars(patients_statement))
-    cohort = patients_statement.subquery("cohort")
+    split = request.statistic.split if request.statistic is not None else None
+    with ExitStack() as scratches:
+        people = None
+        if needs_demographics(request.cohort, split):
+            people = scratches.enter_context(scratch.demographics(session))
+        compiler = Compiler(
+            cohort=request.cohort,
+            dialect=session.get_bind().dialect.name,
+            expander=expander or ontology_expander(session),
+            people=people,
+        )
+        cohort = scratches.enter_context(scratch.cohort_keys(session, compiler.patients()))
+        return _figures(session, request, compiler, cohort)
+
+
+def _figures(
+    session: Session, request: CohortCountRequest, compiler: Compiler, cohort: FromClause
+) -> Evaluation:
+    """The figures of the cohort whose keys ``cohort`` holds."""
+    patients = frozenset(session.connection().scalars(select(cohort.c.subject_key)))
     matched = compiler.matched_series(cohort)
     studies, series = session.execute(
         select(func.count(distinct(matched.c.study_id)), func.count(distinct(matched.c.series_id)))
@@ -200,7 +215,7 @@ def evaluate(
                 values=tuple(values[k] for k in sorted(members) if k in values),
             )
             for name, members in _statistic_groups(
-                session, compiler, statistic, patients, values_by
+                session, compiler, statistic, cohort, patients, values_by
             ).items()
         }
     return Evaluation(
@@ -230,6 +245,57 @@ def refuse(session: Session, *, actor: str, project: str, question_hash: str, re
     )
 
 
+def _published(
+    request: CohortCountRequest,
+    question_hash: str,
+    *,
+    session: Session,
+    policy: Policy,
+    secret: SiteSecret,
+    expander: Expander | None,
+) -> tuple[Published, tuple[frozenset[str], ...]]:
+    """Every check, the evaluation and disclosure control: the answer, and the patient sets
+    it is about as the guard keeps them. Raises :class:`QueryRefused`."""
+    disclosure.check_request(request, policy)
+    disclosure.check_budget(request.project, policy, session=session)
+    evaluation = evaluate(request, session=session, expander=expander)
+    published = disclosure.protect(evaluation, request, policy, secret, question_hash)
+    hashed = disclosure.hashed_sets(published.member_sets, secret)
+    disclosure.guard_differencing(request.project, hashed, policy, session=session)
+    return published, hashed
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What the node would answer now, or why it would refuse."""
+
+    answer: CohortCountAnswer | None
+    refusal: str
+
+
+def preview(
+    request: CohortCountRequest,
+    *,
+    session: Session,
+    policy: Policy,
+    secret: SiteSecret,
+    expander: Expander | None = None,
+) -> Preview:
+    """The answer :func:`answer` would give now; nothing is remembered, counted or audited."""
+    try:
+        published, _ = _published(
+            request,
+            canonical_hash(request),
+            session=session,
+            policy=policy,
+            secret=secret,
+            expander=expander,
+        )
+    except QueryRefused as refused:
+        return Preview(answer=None, refusal=refused.reason)
+    return Preview(answer=published.answer, refusal="")
+
+
 def answer(
     request: CohortCountRequest,
     *,
@@ -244,16 +310,10 @@ def answer(
     Raises :class:`QueryRefused` when the policy, the budget or the guard forbids it; the
     caller records the refusal with :func:`refuse`."""
     question_hash = canonical_hash(request)
-    disclosure.check_request(request, policy)
-    disclosure.check_budget(request.project, policy, session=session)
-    evaluation = evaluate(request, session=session, expander=expander)
-    published = disclosure.protect(evaluation, request, policy, secret, question_hash)
-    disclosure.guard_differencing(
-        request.project, published.member_sets, policy, secret, session=session
+    published, hashed = _published(
+        request, question_hash, session=session, policy=policy, secret=secret, expander=expander
     )
-    disclosure.remember(
-        request.project, question_hash, published.member_sets, secret, session=session
-    )
+    disclosure.remember(request.project, question_hash, hashed, session=session)
     result = published.answer
     _audit(
         session,
@@ -273,4 +333,13 @@ def answer(
     return result
 
 
-__all__ = ["Evaluation", "GroupValues", "QueryRefused", "answer", "evaluate", "refuse"]
+__all__ = [
+    "Evaluation",
+    "GroupValues",
+    "Preview",
+    "QueryRefused",
+    "answer",
+    "evaluate",
+    "preview",
+    "refuse",
+]

@@ -26,9 +26,13 @@ def list_rejections(session: SessionDep) -> list[RejectionRead]:
     return [releases.read_rejection(r) for r in releases.rejections(session=session)]
 
 
-@router.get("/{request_id}", summary="One request, with the files held back and why")
+@router.get(
+    "/{request_id}",
+    summary="One request: what it selects here (counts), the files held back and why",
+)
 def get_request(request_id: int, session: SessionDep) -> ReleaseRequestRead:
-    return releases.read(releases.require(session=session, hub_request_id=request_id))
+    found = releases.require(session=session, hub_request_id=request_id)
+    return releases.read(found, releases.selects(session=session, request=found))
 
 
 @router.post("/{request_id}/approve", summary="Approve: stage 2 now, then upload")

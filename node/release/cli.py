@@ -41,10 +41,15 @@ def list_requests(
     if not found:
         typer.echo("no data requests")
     for r in found:
-        selected = len(r.selection.get("study_uids", [])) + len(r.selection.get("subject_keys", []))
+        named = len(r.selection.get("study_uids", [])) + len(r.selection.get("subject_keys", []))
+        selected = (
+            ("a cohort" + (f" + {named} named" if named else ""))
+            if r.selection.get("cohort")
+            else f"{named} named"
+        )
         typer.echo(
             f"{r.id}\t{r.state.value}\tproject {r.project}\tprofile {r.profile}\t"
-            f"by {r.requested_by}\t{selected} selected\t{r.studies} studies\t{len(r.held)} held"
+            f"by {r.requested_by}\t{selected}\t{r.studies} released\t{len(r.held)} held"
             + (f"\t{r.reason}" if r.reason else "")
         )
 
@@ -53,11 +58,13 @@ def list_requests(
 def show(
     request_id: RequestId, config: ConfigOption = None, data_dir: DataDirOption = None
 ) -> None:
-    """One request as JSON, with the files held back and why."""
+    """One request as JSON: what it selects here today (patients, studies, instances — counts
+    only), and once released the files held back and why."""
     settings = _settings(config, data_dir)
     try:
         with _sessions(settings) as sessions, transaction(sessions) as session:
-            found = releases.read(releases.require(session=session, hub_request_id=request_id))
+            request = releases.require(session=session, hub_request_id=request_id)
+            found = releases.read(request, releases.selects(session=session, request=request))
     except HavenetError as exc:
         raise _fail(str(exc)) from None
     typer.echo(found.model_dump_json(indent=1))
@@ -74,10 +81,12 @@ def approve(
             result = workflow.approve_and_release(sessions, settings, request_id, _actor())
     except HavenetError as exc:
         raise _fail(str(exc)) from None
-    files = sum(len(m.files) for m in result.manifests)
+    studies = [m for m in result.manifests if m.files]
+    files = sum(len(m.files) for m in studies)
+    records = len(result.manifests) - len(studies)
     typer.echo(
-        f"approved: {len(result.manifests)} studies ({files} files) queued for upload, "
-        f"{len(result.held)} files held"
+        f"approved: {len(studies)} studies ({files} files) and {records} patients' clinical "
+        f"records queued for upload, {len(result.held)} held"
     )
     for held in result.held:
         typer.echo(f"  held {held.sop_uid}: {held.reason}")

@@ -16,6 +16,17 @@ class HeldFileRead(BaseModel):
     reason: str
 
 
+class SelectionCount(BaseModel):
+    """What a request selects on this node, in counts only (no identifier): enough for
+    hospital IT to judge it before approving."""
+
+    patients: int
+    studies: int
+    instances: int
+    megabytes: float
+    patients_with_records: int = Field(description="Patients whose clinical records go too.")
+
+
 class ReleaseRequestRead(BaseModel):
     id: int = Field(description="The hub's number for the request.")
     project: str
@@ -28,6 +39,9 @@ class ReleaseRequestRead(BaseModel):
     studies: int
     held: list[HeldFileRead]
     created_at: dt.datetime
+    selects: SelectionCount | None = Field(
+        default=None, description="What the selection selects here today (when asked for)."
+    )
 
 
 class Decline(BaseModel):

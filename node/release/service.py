@@ -1,7 +1,10 @@
 """Data requests at the node: recorded when the hub's task arrives, decided by hospital IT,
-and on approval released — stage 2, files that fail held with their reason, and everything
-bound for the hub (the decision, progress, each study's manifest) put in the durable outbox
-that :mod:`node.release.upload` sends.
+and on approval released — stage 2 of what the selection selects (a cohort resolved by
+:mod:`node.release.selection`), files that fail held with their reason, and everything bound
+for the hub (the decision, progress, each study's and each patient's records manifest) put
+in the durable outbox that :mod:`node.release.upload` sends: :func:`plan_release`, then
+:func:`queue_study` for each manifest as stage 2 finishes it, then :func:`finish_release`
+(:func:`release` does all three in one transaction).
 
 Plain functions taking a keyword-only ``session``; none commits. Decisions are audited in
 the node's log; the hub audits them again when they arrive.
@@ -10,6 +13,7 @@ the node's log; the hub audits them again when they arrive.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import logging
 from typing import Any
 
@@ -26,10 +30,16 @@ from common.schemas.release import (
     StateReport,
     StudyManifest,
 )
+from node.release import selection as selections
 from node.release import stage2
 from node.release.exceptions import AlreadyDecided, RequestNotFound
 from node.release.models import HeldFile, OutboxItem, OutboxState, Rejection, ReleaseRequest
-from node.release.schemas import HeldFileRead, RejectionRead, ReleaseRequestRead
+from node.release.schemas import (
+    HeldFileRead,
+    RejectionRead,
+    ReleaseRequestRead,
+    SelectionCount,
+)
 from node.settings import NodeSettings
 from node.store.models import AuditRecord, utcnow
 
@@ -49,7 +59,7 @@ def record_request(*, session: Session, task: TaskRead) -> ReleaseRequest:
         project=task.project or "",
         profile=payload.profile,
         requested_by=task.requested_by,
-        selection=payload.selection.model_dump(mode="json"),
+        selection=payload.selection.model_dump(mode="json", by_alias=True),
     )
     session.add(request)
     session.flush()
@@ -60,6 +70,7 @@ def record_request(*, session: Session, task: TaskRead) -> ReleaseRequest:
         request,
         project=request.project,
         profile=request.profile,
+        cohort=payload.selection.cohort is not None,
         studies=len(payload.selection.study_uids),
         subjects=len(payload.selection.subject_keys),
     )
@@ -135,50 +146,85 @@ def approve(*, session: Session, hub_request_id: int, actor: str) -> ReleaseRequ
     return request
 
 
-def release(
+def plan_release(
     *, session: Session, settings: NodeSettings, hub_request_id: int
-) -> stage2.Stage2Result:
-    """Stage 2 of an approved request; each study's manifest goes into the outbox."""
+) -> tuple[stage2.Job, stage2.Plan]:
+    """What stage 2 of an approved request will release (commit before streaming it)."""
     request = require(session=session, hub_request_id=hub_request_id)
     if ReleaseState(request.state) != ReleaseState.APPROVED:
         raise AlreadyDecided(hub_request_id, ReleaseState(request.state).value)
-    result = stage2.run(
-        session=session,
-        settings=settings,
-        project=request.project,
-        profile=request.profile,
-        request_id=request.hub_request_id,
-        selection=Selection.model_validate(request.selection),
-        chunk_bytes=settings.release_chunk_bytes,
+    job = stage2.Job.for_project(
+        settings, request.project, request.profile, settings.release_chunk_bytes
     )
+    selection = Selection.model_validate(request.selection)
+    planned = stage2.plan(session=session, selection=selection)
+    # The hub hears "releasing" ahead of the first study; the count follows when stage 2 is
+    # done (the same outbox item, sent again). Here the request stays approved until then,
+    # so that uploads catching up with stage 2 do not report it released early.
+    _report(session, request, ReleaseState.RELEASING, "")
+    return job, planned
+
+
+def queue_study(
+    *, session: Session, job: stage2.Job, hub_request_id: int, manifest: StudyManifest
+) -> None:
+    """A study (or a patient's records) stage 2 finished, into the outbox at once: its
+    upload starts while stage 2 goes on (the hub takes uploads of an approved request)."""
+    request = require(session=session, hub_request_id=hub_request_id)
+    body = {
+        "root": str(job.root.relative_to(job.settings.data_dir)),
+        "chunk_bytes": job.chunk_bytes,
+        "manifest": manifest.model_dump(mode="json"),
+    }
+    _enqueue(session, request, "study", f"study:{manifest.study_uid}", body)
+
+
+def finish_release(
+    *, session: Session, hub_request_id: int, result: stage2.Stage2Result
+) -> ReleaseRequest:
+    """Stage 2 is done: the files held, the count of studies; the request is releasing
+    until the outbox has sent every study, or released at once when it has."""
+    request = require(session=session, hub_request_id=hub_request_id)
     request.held = [HeldFile(sop_uid=h.sop_uid, code=h.code, reason=h.reason) for h in result.held]
     request.studies = len(result.manifests)
-    next_state = ReleaseState.RELEASING if result.manifests else ReleaseState.RELEASED
-    request.state = next_state
-    _report(session, request, next_state, "")  # queued ahead of the studies it announces
-    root = str(result.root.relative_to(settings.data_dir))
-    for manifest in result.manifests:
-        _enqueue(
-            session,
-            request,
-            "study",
-            f"study:{manifest.study_uid}",
-            {
-                "root": root,
-                "chunk_bytes": settings.release_chunk_bytes,
-                "manifest": manifest.model_dump(mode="json"),
-            },
-        )
+    request.state = ReleaseState.RELEASING
+    _report(session, request, ReleaseState.RELEASING, "")
     _audit(
         session,
         "node",
         "release.stage2",
         request,
-        studies=len(result.manifests),
+        studies=sum(1 for m in result.manifests if m.files),
         files=sum(len(m.files) for m in result.manifests),
+        records=sum(len(m.records) for m in result.manifests),
         held=len(result.held),
         held_reasons=sorted({h.reason for h in result.held}),
     )
+    _complete(session, request)
+    return request
+
+
+def release(
+    *, session: Session, settings: NodeSettings, hub_request_id: int
+) -> stage2.Stage2Result:
+    """Stage 2 of an approved request in one transaction; each study's manifest goes into
+    the outbox (:func:`node.release.workflow.approve_and_release` streams them instead)."""
+    job, planned = plan_release(session=session, settings=settings, hub_request_id=hub_request_id)
+    result = stage2.Stage2Result(root=job.root)
+    outcomes = itertools.chain(
+        stage2.images(job, hub_request_id, planned.sources),
+        stage2.records(
+            session=session,
+            job=job,
+            request_id=hub_request_id,
+            subjects=planned.record_subjects,
+        ),
+    )
+    for outcome in outcomes:
+        result.add(outcome)
+        if isinstance(outcome, StudyManifest):
+            queue_study(session=session, job=job, hub_request_id=hub_request_id, manifest=outcome)
+    finish_release(session=session, hub_request_id=hub_request_id, result=result)
     return result
 
 
@@ -190,11 +236,15 @@ def fail(*, session: Session, hub_request_id: int, reason: str) -> None:
     _audit(session, "node", "release.failed", request, reason=reason)
 
 
-def study_sent(*, session: Session, item: OutboxItem) -> None:
-    """After a study reached the hub: when it was the request's last, report it released."""
-    request = session.get(ReleaseRequest, item.request_id)
-    if request is None:
-        return
+def complete(*, session: Session) -> None:
+    """Report released every releasing request whose studies have all been sent (run by the
+    upload worker after each round, so that no race between stage 2 finishing and the last
+    study arriving can leave a request releasing for ever)."""
+    for request in listing(session=session, state=ReleaseState.RELEASING):
+        _complete(session, request)
+
+
+def _complete(session: Session, request: ReleaseRequest) -> None:
     remaining = session.execute(
         select(func.count())
         .select_from(OutboxItem)
@@ -202,7 +252,6 @@ def study_sent(*, session: Session, item: OutboxItem) -> None:
             OutboxItem.request_id == request.id,
             OutboxItem.kind == "study",
             OutboxItem.state != OutboxState.SENT,
-            OutboxItem.id != item.id,
         )
     ).scalar_one()
     if remaining == 0 and ReleaseState(request.state) == ReleaseState.RELEASING:
@@ -279,7 +328,12 @@ def due(*, session: Session, now: dt.datetime, limit: int = 20) -> list[OutboxIt
     )
 
 
-def read(request: ReleaseRequest) -> ReleaseRequestRead:
+def selects(*, session: Session, request: ReleaseRequest) -> SelectionCount:
+    """What the request's selection selects on this node today (counts only)."""
+    return selections.count(session=session, selection=Selection.model_validate(request.selection))
+
+
+def read(request: ReleaseRequest, selects: SelectionCount | None = None) -> ReleaseRequestRead:
     return ReleaseRequestRead(
         id=request.hub_request_id,
         project=request.project,
@@ -292,6 +346,7 @@ def read(request: ReleaseRequest) -> ReleaseRequestRead:
         studies=request.studies,
         held=[HeldFileRead(sop_uid=h.sop_uid, code=h.code, reason=h.reason) for h in request.held],
         created_at=_aware(request.created_at),
+        selects=selects,
     )
 
 

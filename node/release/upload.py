@@ -6,18 +6,24 @@ For a study it first asks the hub which chunks it holds and sends only the other
 upload cut short (the node killed, the hub gone) resumes without re-sending a byte the hub
 has. While the hub cannot be reached the worker backs off (doubling, with jitter, up to
 ``hub_retry_max_seconds``) and the outbox waits in the database, across restarts.
+
+Chunks go on ``release_upload_workers`` threads and two studies are in flight at once, so
+the wire stays busy while the hub verifies a manifest. A request is reported released by
+the worker itself once every study of it is sent (:func:`node.release.service.complete`).
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import random
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 
 import httpx
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.schemas.channel import API_PREFIX
@@ -39,6 +45,9 @@ from node.store.db import transaction
 from node.store.models import utcnow
 
 logger = logging.getLogger(__name__)
+
+_STUDIES_IN_FLIGHT = 2  # one study's chunks on the wire while the hub verifies another
+_CHUNK_MISMATCH = 422  # the hub's answer to bytes that do not hash to the chunk's name
 
 
 class FileChanged(HubRefused):
@@ -92,16 +101,59 @@ class Uploader:
                     self._stop.wait(self.settings.release_poll_seconds)
 
     def send_due(self, hub: httpx.Client) -> int:
-        """Send what is due, oldest first; stop at the first item the hub cannot take now."""
+        """Send what is due, oldest first; stop at the first item the hub cannot take now.
+
+        Decisions and progress go one by one, in order; the studies between them go two at a
+        time, their chunks through one pool of ``release_upload_workers`` threads, so that
+        one study's chunks travel while the hub verifies the other's manifest."""
         with transaction(self.sessions) as session:
-            item_ids = [item.id for item in releases.due(session=session, now=utcnow())]
-        for item_id in item_ids:
+            due = [(item.id, item.kind) for item in releases.due(session=session, now=utcnow())]
+        studies: list[int] = []
+        for item_id, kind in due:
             if self._stop.is_set():
                 break
+            if kind == "study":
+                studies.append(item_id)
+                continue
+            self._send_studies(hub, studies)
+            studies = []
             self.send_one(hub, item_id)
-        return len(item_ids)
+        self._send_studies(hub, studies)
+        with transaction(self.sessions) as session:
+            releases.complete(session=session)
+        return len(due)
 
-    def send_one(self, hub: httpx.Client, item_id: int) -> None:
+    def _send_studies(self, hub: httpx.Client, item_ids: list[int]) -> None:
+        if not item_ids:
+            return
+        workers = self.settings.release_upload_workers
+        # Manifests go in the outbox's order (a study's after the one before it is answered):
+        # the hub receives studies in the order stage 2 finished them.
+        answered = [threading.Event() for _ in item_ids]
+        with (
+            ThreadPoolExecutor(workers, thread_name_prefix="havenet-release-chunk") as chunks,
+            ThreadPoolExecutor(_STUDIES_IN_FLIGHT, thread_name_prefix="havenet-release") as pool,
+        ):
+            _all_or_first_error(
+                [
+                    pool.submit(
+                        self.send_one,
+                        hub,
+                        item_id,
+                        _Turn(chunks, answered[index - 1] if index else None, answered[index]),
+                    )
+                    for index, item_id in enumerate(item_ids)
+                ]
+            )
+
+    def send_one(self, hub: httpx.Client, item_id: int, turn: _Turn | None = None) -> None:
+        try:
+            self._send_one(hub, item_id, turn)
+        finally:
+            if turn is not None:
+                turn.answered.set()
+
+    def _send_one(self, hub: httpx.Client, item_id: int, turn: _Turn | None) -> None:
         with transaction(self.sessions) as session:
             item = session.get(OutboxItem, item_id)
             assert item is not None
@@ -112,7 +164,7 @@ class Uploader:
             if kind == "state":
                 _post(hub, f"{API_PREFIX}/releases/{hub_request_id}/state", body)
             else:
-                self._send_study(hub, item_id, body)
+                self._send_study(hub, item_id, body, turn)
         except HubUnreachable:
             raise
         except HubRefused as exc:
@@ -128,34 +180,55 @@ class Uploader:
             assert item is not None
             item.state = OutboxState.SENT
             item.last_error = ""
-            if kind == "study":
-                releases.study_sent(session=session, item=item)
 
-    def _send_study(self, hub: httpx.Client, item_id: int, body: dict[str, object]) -> None:
+    def _send_study(
+        self,
+        hub: httpx.Client,
+        item_id: int,
+        body: dict[str, object],
+        turn: _Turn | None,
+    ) -> None:
         manifest = StudyManifest.model_validate(body["manifest"])
         root = self.settings.data_dir / str(body["root"])
         chunk_bytes = int(str(body["chunk_bytes"]))
         held = self._held(hub, manifest)
-        for entry in manifest.files:
-            if all(sha in held for sha in entry.chunks):
-                continue
-            with (root / entry.path).open("rb") as handle:
-                for sha in entry.chunks:
-                    block = handle.read(chunk_bytes)
-                    if sha in held:
-                        continue
-                    if hashlib.sha256(block).hexdigest() != sha:
-                        raise FileChanged(entry.path)
-                    _put(hub, f"{API_PREFIX}/chunks/{sha}", block)
-                    held.add(sha)
-                    self._count_chunk(item_id)
+        missing: dict[str, tuple[str, int]] = {}  # chunk → (file, position): each sent once
+        files = [(e.path, e.chunks) for e in manifest.files]
+        files += [(e.path, e.chunks) for e in manifest.records]
+        for path, hashes in files:
+            for index, sha in enumerate(hashes):
+                if sha not in held:
+                    missing.setdefault(sha, (path, index))
+
+        def send(sha: str) -> None:
+            if self._stop.is_set():
+                return
+            path, index = missing[sha]
+            with (root / path).open("rb") as handle:
+                handle.seek(index * chunk_bytes)
+                block = handle.read(chunk_bytes)
+            try:  # the hub hashes the bytes against the name: no second hash here
+                _put(hub, f"{API_PREFIX}/chunks/{sha}", block)
+            except HubRefused as exc:
+                raise FileChanged(path) if exc.status == _CHUNK_MISMATCH else exc from None
+            self._count_chunk(item_id)
+
+        if turn is None:
+            for sha in missing:
+                send(sha)
+        else:
+            _all_or_first_error([turn.chunks.submit(send, sha) for sha in missing])
+            if turn.after is not None:
+                turn.after.wait()
+        if self._stop.is_set():  # stopped mid-study: the rest waits in the outbox
+            raise HubUnreachable("the upload was stopped before the study was complete")
         key = keys.KeyFile(keys.key_path(self.settings.data_dir)).get()
         signature = base64.b64encode(key.sign(canonical_manifest(manifest))).decode("ascii")
         signed = SignedManifest(manifest=manifest, signature=signature)
         _post(hub, f"{API_PREFIX}/releases/manifests", signed.model_dump(mode="json"))
 
     def _held(self, hub: httpx.Client, manifest: StudyManifest) -> set[str]:
-        wanted = list(dict.fromkeys(sha for entry in manifest.files for sha in entry.chunks))
+        wanted = manifest.chunk_hashes()
         held: set[str] = set()
         for start in range(0, len(wanted), MAX_CHUNKS_PER_QUERY):
             answer = _post(
@@ -167,10 +240,35 @@ class Uploader:
         return held
 
     def _count_chunk(self, item_id: int) -> None:
+        # One statement, not read-then-write: two upload threads count at once.
         with transaction(self.sessions) as session:
-            item = session.get(OutboxItem, item_id)
-            assert item is not None
-            item.chunks_sent += 1
+            session.execute(
+                update(OutboxItem)
+                .where(OutboxItem.id == item_id)
+                .values(chunks_sent=OutboxItem.chunks_sent + 1)
+            )
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """A study's place in a round: the chunk pool it shares, the study whose manifest must be
+    answered before its own, and the event it sets once its own is."""
+
+    chunks: Executor
+    after: threading.Event | None
+    answered: threading.Event
+
+
+def _all_or_first_error(futures: list[Future[None]]) -> None:
+    """Wait for all; the first failure is raised, and what had not started is not run."""
+    try:
+        for future in futures:
+            future.result()
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        wait(futures)
+        raise
 
 
 def _post(hub: httpx.Client, path: str, body: object) -> object:

@@ -1,6 +1,8 @@
 """Approval as hospital IT runs it (CLI or API): the decision is committed first — so it
-reaches the hub even if stage 2 then fails — then stage 2 runs in its own transaction; a
-failure there is recorded as ``failed`` with the error's type, never its text."""
+reaches the hub even if stage 2 then fails — then stage 2 streams: each study goes into the
+outbox in its own transaction as soon as its files are written, so the running node uploads
+it while stage 2 goes on with the next. A failure is recorded as ``failed`` with the
+error's type, never its text."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ import logging
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.errors import HavenetError
+from common.schemas.release import StudyManifest
 from node.release import service as releases
+from node.release import stage2
 from node.release.stage2 import Stage2Result
 from node.settings import NodeSettings
 from node.store.db import transaction
@@ -23,10 +27,7 @@ def approve_and_release(
     with transaction(sessions) as session:
         releases.approve(session=session, hub_request_id=hub_request_id, actor=actor)
     try:
-        with transaction(sessions) as session:
-            return releases.release(
-                session=session, settings=settings, hub_request_id=hub_request_id
-            )
+        return stream_release(sessions, settings, hub_request_id)
     except Exception as exc:
         reason = str(exc) if isinstance(exc, HavenetError) else type(exc).__name__
         logger.error("stage 2 of data request %d failed: %s", hub_request_id, reason)
@@ -35,3 +36,40 @@ def approve_and_release(
                 session=session, hub_request_id=hub_request_id, reason=f"stage 2: {reason}"
             )
         raise
+
+
+def stream_release(
+    sessions: sessionmaker[Session], settings: NodeSettings, hub_request_id: int
+) -> Stage2Result:
+    """Stage 2 of an approved request, each study queued for upload as it is done."""
+    with transaction(sessions) as session:
+        job, plan = releases.plan_release(
+            session=session, settings=settings, hub_request_id=hub_request_id
+        )
+    result = Stage2Result(root=job.root)
+    for outcome in stage2.images(job, hub_request_id, plan.sources):
+        result.add(outcome)
+        if isinstance(outcome, StudyManifest):
+            with transaction(sessions) as session:
+                releases.queue_study(
+                    session=session, job=job, hub_request_id=hub_request_id, manifest=outcome
+                )
+    with transaction(sessions) as session:  # records read the fact store as they go
+        records = stage2.records(
+            session=session, job=job, request_id=hub_request_id, subjects=plan.record_subjects
+        )
+        for outcome in records:
+            result.add(outcome)
+            if isinstance(outcome, StudyManifest):
+                releases.queue_study(
+                    session=session, job=job, hub_request_id=hub_request_id, manifest=outcome
+                )
+    with transaction(sessions) as session:
+        releases.finish_release(session=session, hub_request_id=hub_request_id, result=result)
+    logger.info(
+        "stage 2 for data request %d: %d manifests queued, %d held",
+        hub_request_id,
+        len(result.manifests),
+        len(result.held),
+    )
+    return result

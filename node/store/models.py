@@ -213,6 +213,37 @@ class Job(Base):
         DateTime(timezone=True), nullable=True
     )
 
+    studies: Mapped[list[JobStudy]] = relationship(
+        back_populates="job",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="JobStudy.position",
+    )
+
+
+class JobStudy(Base):
+    """Where one study of a retrieval job stands: one row each, so that recording a study
+    writes a row, not the whole job's progress again. Keyed by the study's stage-1 UID (the
+    hospital's UIDs stay in the job's encrypted plan)."""
+
+    __tablename__ = "job_study"
+    __table_args__ = (UniqueConstraint("job_id", "study_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # in the plan: the order of fetching
+    study_key: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16))  # node.jobs.runner.StudyState
+    found: Mapped[int] = mapped_column(Integer, default=0)
+    series: Mapped[int | None] = mapped_column(Integer, nullable=True)  # narrowed to N series
+    retrieved: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    stored: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str] = mapped_column(Text, default="")
+
+    job: Mapped[Job] = relationship(back_populates="studies")
+
 
 class Correspondence(Base):
     """Hospital identifier ↔ pseudonym. Never reachable from the network API.

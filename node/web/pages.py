@@ -1,6 +1,7 @@
 """The node's pages (``/ui``) for hospital IT: what arrived, what was rejected and why, the
-jobs, and the QA preview of the de-identification. Log-in with the node's API token; the
-browser then holds a signed session cookie, never the token.
+jobs, the QA preview of the de-identification, and the hub's data requests to approve or
+decline (:mod:`node.web.requests`). Log-in with the node's API token; the browser then holds
+a signed session cookie, never the token.
 
 These pages show pseudonyms (subject keys, stage-1 UIDs), as the node's API does; the
 correspondence table is never reachable from them.
@@ -9,75 +10,43 @@ correspondence table is never reachable from them.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import hmac
-from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from common import __version__
 from common.web import session as web_session
 from common.web.charts import Bar, bar_chart
 from node import qa
-from node.api import Runtime
 from node.exceptions import NodeError
 from node.jobs import service as jobs
 from node.store.db import transaction
 from node.store.models import Instance, RejectedInstance, Series
+from node.web import requests as request_pages
+from node.web.base import HERE, NODE_USER, logged_in, page, runtime, session_key, to_login
 
-HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
+__all__ = ["HERE", "router"]
+
 router = APIRouter(prefix="/ui", include_in_schema=False)
 
-NODE_USER = 0  # the node has one user: whoever holds its API token
 DAYS_SHOWN = 14
-
-
-def _runtime(request: Request) -> Runtime:
-    node: Runtime = request.app.state.node
-    return node
-
-
-def _session_key(node: Runtime) -> bytes:
-    return hmac.new(node.api_token, b"node web session", hashlib.sha256).digest()
-
-
-def _logged_in(request: Request) -> bool:
-    cookie = request.cookies.get(web_session.COOKIE, "")
-    return web_session.verify(_session_key(_runtime(request)), cookie) == NODE_USER
-
-
-def _to_login(request: Request) -> RedirectResponse:
-    return RedirectResponse(f"/ui/login?next={quote(request.url.path)}", status_code=303)
-
-
-def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
-    node = _runtime(request)
-    return templates.TemplateResponse(
-        request,
-        name,
-        {"ae_title": node.settings.ae_title, "version": __version__, **context},
-    )
 
 
 @router.get("/login")
 def login_form(request: Request, next: str = "/ui/") -> HTMLResponse:
-    return _page(request, "login.html", next=_safe_next(next), error="", logged_in=False)
+    return page(request, "login.html", next=_safe_next(next), error="", logged_in=False)
 
 
 @router.post("/login")
 def login(
     request: Request, token: Annotated[str, Form()], next: Annotated[str, Form()] = "/ui/"
 ) -> Response:
-    node = _runtime(request)
+    node = runtime(request)
     if not hmac.compare_digest(token.strip().encode(), node.api_token):
-        response = _page(
+        response = page(
             request,
             "login.html",
             next=_safe_next(next),
@@ -89,7 +58,7 @@ def login(
     redirect = RedirectResponse(_safe_next(next), status_code=303)
     redirect.set_cookie(
         web_session.COOKIE,
-        web_session.issue(_session_key(node), NODE_USER),
+        web_session.issue(session_key(node), NODE_USER),
         max_age=web_session.LIFETIME_SECONDS,
         httponly=True,
         samesite="strict",
@@ -147,14 +116,14 @@ def _rejections(session: Session, since: dt.datetime) -> list[dict[str, Any]]:
 
 @router.get("/", response_class=HTMLResponse)
 def arrivals_page(request: Request) -> Response:
-    if not _logged_in(request):
-        return _to_login(request)
-    node = _runtime(request)
+    if not logged_in(request):
+        return to_login(request)
+    node = runtime(request)
     since = dt.datetime.now(dt.UTC) - dt.timedelta(days=DAYS_SHOWN)
     with transaction(node.sessions) as session:
         per_day, per_modality = _arrivals(session, since)
         rejections = _rejections(session, since)
-    return _page(
+    return page(
         request,
         "arrivals.html",
         logged_in=True,
@@ -172,9 +141,9 @@ def arrivals_page(request: Request) -> Response:
 
 @router.get("/jobs", response_class=HTMLResponse)
 def jobs_page(request: Request) -> Response:
-    if not _logged_in(request):
-        return _to_login(request)
-    node = _runtime(request)
+    if not logged_in(request):
+        return to_login(request)
+    node = runtime(request)
     with transaction(node.sessions) as session:
         rows = [
             {
@@ -190,7 +159,7 @@ def jobs_page(request: Request) -> Response:
             }
             for job in jobs.get_all(session=session, limit=100)
         ]
-    return _page(request, "jobs.html", logged_in=True, jobs=rows)
+    return page(request, "jobs.html", logged_in=True, jobs=rows)
 
 
 # -- QA preview ---------------------------------------------------------------------------------
@@ -198,9 +167,9 @@ def jobs_page(request: Request) -> Response:
 
 @router.get("/qa", response_class=HTMLResponse)
 def qa_list_page(request: Request) -> Response:
-    if not _logged_in(request):
-        return _to_login(request)
-    node = _runtime(request)
+    if not logged_in(request):
+        return to_login(request)
+    node = runtime(request)
     with transaction(node.sessions) as session:
         rows = session.execute(
             select(Instance.sop_uid, Series.modality, Series.description, Instance.received_at)
@@ -212,32 +181,35 @@ def qa_list_page(request: Request) -> Response:
         {"sop_uid": sop, "modality": modality, "description": text, "received": str(at)[:19]}
         for sop, modality, text, at in rows
     ]
-    return _page(request, "qa_list.html", logged_in=True, instances=recent)
+    return page(request, "qa_list.html", logged_in=True, instances=recent)
 
 
 @router.get("/qa/{sop_uid}", response_class=HTMLResponse)
 def qa_page(request: Request, sop_uid: str) -> Response:
-    if not _logged_in(request):
-        return _to_login(request)
-    node = _runtime(request)
+    if not logged_in(request):
+        return to_login(request)
+    node = runtime(request)
     with transaction(node.sessions) as session:
         try:
             found = qa.preview(session=session, data_dir=node.settings.data_dir, sop_uid=sop_uid)
         except NodeError as exc:
-            response = _page(request, "problem.html", logged_in=True, problem=str(exc))
+            response = page(request, "problem.html", logged_in=True, problem=str(exc))
             response.status_code = 404
             return response
-    return _page(request, "qa.html", logged_in=True, preview=found)
+    return page(request, "qa.html", logged_in=True, preview=found)
 
 
 @router.get("/qa/{sop_uid}/image.png")
 def qa_image(request: Request, sop_uid: str) -> Response:
-    if not _logged_in(request):
+    if not logged_in(request):
         return Response(status_code=401)
-    node = _runtime(request)
+    node = runtime(request)
     with transaction(node.sessions) as session:
         try:
             png = qa.render_png(session=session, data_dir=node.settings.data_dir, sop_uid=sop_uid)
         except NodeError:
             return Response(status_code=404)
     return Response(content=png, media_type="image/png", headers={"Cache-Control": "no-store"})
+
+
+router.include_router(request_pages.router)

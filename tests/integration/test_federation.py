@@ -477,3 +477,93 @@ def fill_seed_comparison(data_dir: Path, dementia: list[float], others: list[flo
                         store.condition(key, "G30.1", dt.date(2021, 6, 1))
     finally:
         engine.dispose()
+
+
+# -- local approval and offline nodes ------------------------------------------------------------
+
+MR_COHORT = {"inclusion": {"kind": "imaging", "modality": ["MR"]}}
+
+
+def ask_cohort(hub: Hub, token: str, nodes: list[NodeProcess]) -> int:
+    body = {
+        "kind": "cohort.count",
+        "project": PROJECT,
+        "nodes": [name_of(node) for node in nodes],
+        "payload": {"project": PROJECT, "cohort": MR_COHORT},
+    }
+    response = hub.api("POST", "/api/v1/tasks", token, json=body)
+    assert response.status_code == 201, response.text
+    task_id: int = response.json()["id"]
+    return task_id
+
+
+def test_a_node_that_waits_for_local_approval_answers_once_hospital_it_decides(
+    hub: Hub, researcher: str, enrolled: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HAVENET_NODE_QUERY_AUTO_ANSWER", "false")
+    monkeypatch.setenv("HAVENET_NODE_ONTOLOGY_AT_START", "false")  # not asked: spare the CPU
+    node = enrolled()
+    fill_store(node.data_dir, studies=12, series_per_study=1, instances=1)
+    node.start()
+    name = name_of(node)
+    approved, declined = ask_cohort(hub, researcher, [node]), ask_cohort(hub, researcher, [node])
+    for task_id in (approved, declined):
+        held = wait_for(hub, researcher, task_id, lambda s: s[name] != "pending", [node])
+        assert held["targets"][0]["state"] == "deferred"  # not refused, and waited for
+
+    listed = json.loads(node.cli("queries", "list", "--json").stdout)
+    assert [(q["task_id"], q["answer"]["patients"]["value"]) for q in listed] == [
+        (approved, 10),  # 12 patients, rounded to 5
+        (declined, 10),
+    ]
+    assert listed[0]["cohort"][1] == "  an imaging series: modality MR"
+    node.cli("queries", "approve", str(approved))
+    node.cli("queries", "decline", str(declined), "--reason", "outside our agreement")
+
+    done = wait_for(hub, researcher, approved, lambda s: s[name] == "answered", [node])
+    assert done["targets"][0]["result"]["patients"]["value"] == 10
+    refused = wait_for(hub, researcher, declined, lambda s: s[name] == "refused", [node])
+    assert refused["targets"][0]["reason"] == "declined by the hospital: outside our agreement"
+    actions = [r.action for r in node_audit(node) if r.subject == f"task {approved}"]
+    assert actions == ["query.held", "federation.answer", "query.approved"]
+
+
+def test_a_query_does_not_wait_for_a_node_that_is_offline_which_answers_when_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One node runs, the other is stopped (enrolled, not seen for longer than the hub's
+    two seconds): the query is complete with the first node's answer, and the second still
+    answers when it is started within the TTL."""
+    monkeypatch.setenv("HAVENET_HUB_NODE_OFFLINE_AFTER_SECONDS", "2")
+    monkeypatch.setenv("HAVENET_NODE_ONTOLOGY_AT_START", "false")
+    hub = Hub(tmp_path / "offline-hub").start()
+    here, away = NodeProcess(tmp_path / "here"), NodeProcess(tmp_path / "away")
+    try:
+        admin = hub.cli("user", "add", "admin", "--role", "admin")
+        hub.api("POST", "/api/v1/projects", admin, json={"name": PROJECT})
+        for node in (here, away):
+            created = hub.api("POST", "/api/v1/nodes", admin, json={"name": node.data_dir.name})
+            enroll_in_process(node, hub, created.json()["enrollment_token"])
+            fill_store(node.data_dir, studies=15, series_per_study=1, instances=1)
+        here.start()
+        time.sleep(2.5)  # away, enrolled and stopped, is not seen for longer than 2 s
+
+        task_id = ask_cohort(hub, admin, [here, away])
+        first = hub.api("GET", f"/api/v1/tasks/{task_id}/cohort", admin).json()
+        assert first["nodes"]["away"] == "offline"  # at once, not after the TTL
+        wait_for(hub, admin, task_id, lambda s: s["here"] == "answered", [here])
+        result = hub.api("GET", f"/api/v1/tasks/{task_id}/cohort", admin).json()
+        assert (result["complete"], result["nodes"]) == (
+            True,
+            {"here": "answered", "away": "offline"},
+        )
+        assert result["patients"]["value"] == 15
+
+        away.start()  # back within the TTL: it still answers
+        wait_for(hub, admin, task_id, lambda s: s["away"] == "answered", [away])
+        result = hub.api("GET", f"/api/v1/tasks/{task_id}/cohort", admin).json()
+        assert (result["complete"], result["patients"]["value"]) == (True, 30)
+    finally:
+        for node in (here, away):
+            node.stop()
+        hub.stop()

@@ -19,6 +19,7 @@ from node.store.db import make_engine, make_sessionmaker, migrate, transaction
 from ontology import loader
 from tests.conftest import SECRET
 from tests.unit.node.query.conftest import Store
+from tests.unit.node.query.test_engine import COMBINATIONS
 
 D = dt.date
 MR_AFTER_FIRST_G30 = {
@@ -112,3 +113,24 @@ def test_the_differencing_guard_refuses_on_postgresql(
     assert ask({"inclusion": {"kind": "imaging"}}) == 25
     with pytest.raises(QueryRefused):
         ask({"inclusion": {"kind": "imaging"}, "exclusion": {"kind": "patient", "sex": ["M"]}})
+
+
+def test_all_any_not_sex_and_age_select_the_same_patients_on_postgresql(
+    sessions: sessionmaker[Session], expander: Expander
+) -> None:
+    """The scratch tables (cohort keys, demographics) are temporary tables there too, and a
+    session that evaluates twice reuses them."""
+    with transaction(sessions) as session:
+        store = Store(session)
+        keys = {name: store.patient(birth_year=1940 if name == "a" else 1990) for name in "abcd"}
+        store.study(keys["a"], D(2020, 1, 1))
+        store.study(keys["b"], D(2020, 1, 1))
+        store.study(keys["c"], D(2020, 1, 1), series=(("CT", "head"),))
+        for name in "acd":
+            store.condition(keys[name], "G30.9", D(2019, 1, 1))
+        store.condition("SK-NOT-ON-RECORD", "G30.9", D(2019, 1, 1))
+    aged = {"inclusion": {"kind": "imaging", "modality": ["MR"], "age_min": 65}}
+    with transaction(sessions) as session:
+        for cohort, members in [*COMBINATIONS, (aged, "a")]:
+            found = service.evaluate(request(cohort), session=session, expander=expander)
+            assert found.patients == {keys[name] for name in members}, cohort

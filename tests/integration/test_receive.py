@@ -26,7 +26,7 @@ import pytest
 from pydicom import dcmread
 from pydicom.data import get_testdata_file
 from pydicom.uid import UID
-from pynetdicom import AE, _config
+from pynetdicom import AE, _config, evt
 from pynetdicom.dsutils import create_file_meta
 from pynetdicom.dsutils import encode_file_meta as pynetdicom_file_meta
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from compose.synthetic.dicom import AnswerKey, generate_corpus
 from node.dicom.scp import Peer, StorageServer, allowed, encode_file_meta
+from node.ingest import spool
 from node.ingest.service import Ingest
 from node.settings import NodeSettings
 from node.store.correspondence import new_key
@@ -249,6 +250,51 @@ def test_corrupt_bytes_sent_raw_get_a_failure_status(start_node: NodeFactory) ->
         assoc.release()
 
 
+def test_a_request_sent_the_moment_the_association_is_accepted_is_answered(
+    start_node: NodeFactory,
+) -> None:
+    """The DUL thread serves requests; the peer may send one before the association thread
+    has marked the association established (it is slow to here, on purpose)."""
+    node = start_node(workers=1)
+    assert node.server._server is not None
+    node.server._server.bind(evt.EVT_ACCEPTED, lambda event: time.sleep(0.3))
+    scu = AE(ae_title="EAGER")
+    scu.add_requested_context(Verification)
+    for _ in range(3):
+        assoc = scu.associate("127.0.0.1", node.port, ae_title=NODE_AE)
+        assert assoc.is_established
+        try:
+            assert assoc.send_c_echo().Status == 0x0000
+        finally:
+            assoc.release()
+
+
+def test_an_instance_the_spool_cannot_make_durable_is_refused_and_then_taken(
+    start_node: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = start_node(workers=1)
+    buffer = io.BytesIO()
+    ct_dataset().save_as(buffer, enforce_file_format=True)
+    scu = AE(ae_title="SENDER")
+    scu.add_requested_context("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.1.2.1")
+    assoc = scu.associate("127.0.0.1", node.port, ae_title=NODE_AE)
+    assert assoc.is_established
+    folder = node.settings.data_dir.parent
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "fdatasync", _failing_flush)
+            assert _send_raw(assoc, buffer.getvalue(), folder) == 0xA700  # out of resources
+        assert _send_raw(assoc, buffer.getvalue(), folder) == 0x0000  # the sender tries again
+    finally:
+        assoc.release()
+    node.ingest.drain(60)
+    assert len(node.instances()) == 1
+
+
+def _failing_flush(descriptor: int) -> None:
+    raise OSError(5, "Input/output error")
+
+
 def test_stopping_the_server_ends_associations_in_progress(start_node: NodeFactory) -> None:
     node = start_node(workers=1)
     scu = AE(ae_title="HOLDER")
@@ -444,7 +490,7 @@ def _restart_after_kill(
     assert len(rows) >= acknowledged  # nothing acknowledged was lost
     assert len({r.sop_uid for r in rows}) == len(rows)
     assert sorted(node.settings.data_dir / r.path for r in rows) == store_files(node)
-    assert list(node.settings.spool_dir.iterdir()) == []
+    assert spool.waiting(node.settings.spool_dir) == []
     assert list((node.settings.store_dir / ".staging").iterdir()) == []
     result = dcmtk.storescu("127.0.0.1", node.port, folder, aec=NODE_AE)  # the PACS re-sends
     assert result.ok, result.output

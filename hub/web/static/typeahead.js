@@ -1,11 +1,17 @@
-// Concept names as you type: asks the hub (same origin, session cookie); no library.
+// Concept names as you type, for every input marked data-concepts (and the catalogue's
+// #concept): asks the hub (same origin, session cookie) and fills the input's datalist.
 (function () {
   "use strict";
-  var input = document.getElementById("concept");
-  var options = document.getElementById("concept-options");
-  if (!input || !options) { return; }
   var timer = null;
-  input.addEventListener("input", function () {
+  function wanted(input) {
+    return input && input.tagName === "INPUT" &&
+      (input.hasAttribute("data-concepts") || input.id === "concept");
+  }
+  document.addEventListener("input", function (event) {
+    var input = event.target;
+    if (!wanted(input)) { return; }
+    var options = document.getElementById(input.getAttribute("list") || "");
+    if (!options) { return; }
     clearTimeout(timer);
     var text = input.value.trim();
     if (text.length < 2 || text.indexOf(":") > 0) { return; }

@@ -1,8 +1,10 @@
 """Federated tasks: who may create them, how nodes receive and answer them, per-node states
-(pending, answered, refused, expired, failed), the long poll, and the audit log."""
+(pending, deferred, offline, answered, refused, expired, failed), the long poll, and the
+audit log."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -15,6 +17,7 @@ from common import audit
 from hub.audit import AuditRecord
 from hub.db import transaction
 from hub.deps import Runtime
+from hub.nodes import service as nodes
 from hub.users.models import Role
 from tests.unit.hub.conftest import (
     PROJECT,
@@ -181,6 +184,59 @@ def test_researchers_see_only_their_projects_tasks(
     assert client.get(f"/api/v1/tasks/{theirs}", headers=bearer(researcher)).status_code == 404
     everything = client.get("/api/v1/tasks", headers=bearer(admin)).json()
     assert [task["id"] for task in everything] == [theirs, mine]
+
+
+def test_a_deferred_task_stays_pending_is_not_handed_out_again_and_takes_the_later_answer(
+    client: TestClient, researcher: str, node: SigningNode
+) -> None:
+    task_id = create(client, researcher, project=PROJECT).json()["id"]
+    [_] = node.poll()
+    deferral = {"status": "deferred", "reason": "awaiting approval by the hospital"}
+
+    assert node.answer(task_id, deferral).json()["state"] == "pending"
+    shown = client.get(f"/api/v1/tasks/{task_id}", headers=bearer(researcher)).json()
+    assert (shown["targets"][0]["state"], shown["targets"][0]["reason"]) == (
+        "deferred",
+        "awaiting approval by the hospital",
+    )
+    assert shown["states"] == {"deferred": 1}
+    assert node.poll() == []  # held at the node: not handed out again
+
+    assert node.answer(task_id, STATUS_ANSWER).json()["state"] == "answered"
+    assert states(client, researcher, task_id) == {node.name: "answered"}
+
+
+def test_a_deferred_task_still_expires_after_its_time_to_live(
+    client: TestClient, researcher: str, node: SigningNode
+) -> None:
+    task_id = create(client, researcher, project=PROJECT, ttl_seconds=1).json()["id"]
+    node.answer(task_id, {"status": "deferred", "reason": "awaiting approval"})
+    time.sleep(1.1)
+    assert states(client, researcher, task_id) == {node.name: "expired"}
+    assert node.answer(task_id, STATUS_ANSWER).status_code == 409
+
+
+def last_seen(runtime: Runtime, name: str, ago: dt.timedelta) -> None:
+    with transaction(runtime.sessions) as session:
+        found = nodes.require(session=session, name=name)
+        found.last_seen_at = dt.datetime.now(dt.UTC) - ago
+
+
+def test_a_node_not_seen_lately_shows_offline_at_once_and_answers_when_it_returns(
+    client: TestClient, runtime: Runtime, researcher: str, node: SigningNode
+) -> None:
+    away = enroll(client, runtime, "away-hospital")
+    last_seen(runtime, away.name, dt.timedelta(minutes=10))  # the default limit is 3 minutes
+    task_id = create(client, researcher, project=PROJECT).json()["id"]
+
+    assert states(client, researcher, task_id) == {node.name: "pending", away.name: "offline"}
+    listed = client.get("/api/v1/tasks", headers=bearer(researcher)).json()
+    assert listed[0]["states"] == {"offline": 1, "pending": 1}
+
+    [task] = away.poll()  # back: seen again, and the task is still its to answer
+    assert states(client, researcher, task_id)[away.name] == "pending"
+    away.answer(task["id"], STATUS_ANSWER)
+    assert states(client, researcher, task_id)[away.name] == "answered"
 
 
 # -- the long poll ----------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +26,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.crypto import Pseudonymizer
+from common.deid.files import read_instance
 from compose.synthetic.dicom import generate_corpus
-from node.ingest import validate
+from node.ingest import service as ingest_service
+from node.ingest import spool, validate, worker
 from node.ingest.exceptions import IngestStopped, InstanceUnreadable
 from node.ingest.service import Ingest
-from node.ingest.spool import Spool, parse
 from node.settings import NodeSettings
 from node.store.correspondence import new_key
 from node.store.db import make_engine, make_sessionmaker, migrate, transaction
@@ -86,8 +88,13 @@ def store_files(settings: NodeSettings) -> list[Path]:
 
 
 def spool_files(settings: NodeSettings) -> list[str]:
+    """The arrivals a restart would find waiting in the spool."""
+    return [entry.name for entry in spool.waiting(settings.spool_dir)]
+
+
+def half_made(settings: NodeSettings) -> list[str]:
     folder = settings.spool_dir
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    return [p.name for p in folder.iterdir() if p.name.startswith(".")] if folder.exists() else []
 
 
 def assert_consistent(settings: NodeSettings, sessions: sessionmaker[Session]) -> None:
@@ -98,7 +105,7 @@ def assert_consistent(settings: NodeSettings, sessions: sessionmaker[Session]) -
         assert hashlib.sha256((settings.data_dir / row.path).read_bytes()).hexdigest() == row.sha256
     assert len({row.sop_uid for row in rows}) == len(rows)
     assert list((settings.store_dir / ".staging").iterdir()) == []
-    assert [name for name in spool_files(settings) if name.startswith(".")] == []
+    assert half_made(settings) == []
 
 
 # -- the checks on arrival -------------------------------------------------------------------
@@ -165,19 +172,19 @@ def test_an_instance_without_a_sop_instance_uid_is_unreadable() -> None:
         validate.check(encode(ds))
 
 
-# -- the spool -------------------------------------------------------------------------------
-
-
-def test_a_spool_entry_name_keeps_its_source_and_job(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
-    spool.prepare()
-    first = spool.write(b"one", source="c-store PACS/Ü 1", job_id=7)
-    second = spool.write(b"two", source="", job_id=None)
-    assert [(e.source, e.job_id) for e in spool.pending()] == [("c-store PACS/Ü 1", 7), ("", None)]
-    assert [e.name for e in spool.pending()] == [first.name, second.name]
-    assert parse(tmp_path / "notes.txt") is None
-    (tmp_path / "spool" / ".partial-1-1").write_bytes(b"half")
-    assert spool.prepare() == 1
+@pytest.mark.parametrize(
+    "name",
+    ["CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "image_dfl.dcm"],
+)
+def test_a_worker_reads_spooled_bytes_as_the_engine_reads_the_file(
+    name: str, tmp_path: Path
+) -> None:
+    path = Path(str(get_testdata_file(name, download=False)))
+    from_bytes = worker.read_arrival(path.read_bytes(), tmp_path)
+    from_file = read_instance(path)
+    assert from_bytes == from_file
+    assert from_bytes.file_meta == from_file.file_meta
+    assert list(tmp_path.iterdir()) == []  # the general reader's temporary file is gone
 
 
 # -- the pipeline ----------------------------------------------------------------------------
@@ -328,6 +335,13 @@ def test_killed_workers_are_replaced_and_nothing_is_lost(
     assert_consistent(settings, sessions)
 
 
+def test_stage_1_workers_yield_the_cores_to_the_receiving_process(ingest: Ingest) -> None:
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = min(19, ours + ingest_service.WORKER_NICENESS)
+    assert expected > ours
+    assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in ingest.worker_pids()] == [expected]
+
+
 def test_what_a_stopped_ingest_leaves_in_the_spool_is_stored_at_the_next_start(
     settings: NodeSettings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
@@ -348,6 +362,56 @@ def test_what_a_stopped_ingest_leaves_in_the_spool_is_stored_at_the_next_start(
         second.stop()
     assert len(instances(sessions)) == len(files)
     assert_consistent(settings, sessions)
+
+
+def test_stop_ends_in_bounded_time_with_a_stuck_worker_and_its_arrivals_are_redone(
+    settings: NodeSettings,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest_service, "STOP_TIMEOUT", 1.0)
+    monkeypatch.setattr(ingest_service, "WORKER_EXIT_SECONDS", 0.5)
+    files = corpus(tmp_path / "corpus", patients=1, per_series=3)
+    first = Ingest(settings, sessions)
+    first.start()
+    [stuck] = first.worker_pids()
+    os.kill(stuck, signal.SIGSTOP)  # stage 1 never finishes (SIGTERM cannot end it either)
+    try:
+        for encoded in files:
+            first.accept(encoded, source="c-store PACS")
+        started = time.monotonic()
+        first.stop()
+        took = time.monotonic() - started
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(stuck, signal.SIGKILL)
+    assert took < 5.0
+    assert not _alive(stuck)
+    assert len(spool_files(settings)) == len(files)  # still waiting: nothing acknowledged lost
+    second = Ingest(settings, sessions)
+    second.start()
+    try:
+        second.drain(60)
+    finally:
+        second.stop()
+    assert len(instances(sessions)) == len(files)
+    assert spool_files(settings) == []
+    assert_consistent(settings, sessions)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        waited = 0  # not our child (the fork server's): ask the kernel
+    if waited:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:  # noqa: PTH123
+            return stat.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except FileNotFoundError:
+        return False
 
 
 _RECEIVER = textwrap.dedent(
@@ -424,7 +488,7 @@ def test_start_removes_what_an_interrupted_run_left_behind(
     ingest.stop()
     staging = settings.store_dir / ".staging"
     (staging / "123-4").write_bytes(b"half a file")
-    (settings.spool_dir / ".partial-9-9").write_bytes(b"half an arrival")
+    (settings.spool_dir / ".partial-spare-000000000009").write_bytes(b"half a spare")
     orphan = settings.store_dir / "PSORPHAN0000" / "1.2" / "1.2.3"
     orphan.mkdir(parents=True)
     (orphan / "1.2.3.4.dcm").write_bytes(b"a file whose rows were deleted")
@@ -433,6 +497,7 @@ def test_start_removes_what_an_interrupted_run_left_behind(
     again.stop()
     assert not (settings.store_dir / "PSORPHAN0000").exists()
     assert list(staging.iterdir()) == [] and spool_files(settings) == []
+    assert half_made(settings) == []
     assert len(store_files(settings)) == 1
     assert_consistent(settings, sessions)
 

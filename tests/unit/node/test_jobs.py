@@ -19,12 +19,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from alembic import command
+from alembic.config import Config
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from pydantic import SecretStr
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 from sqlalchemy import func, select
+from sqlalchemy import text as sql
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -54,7 +57,7 @@ from node.jobs.service import IdentifierKind, JobKind, Method, RetrieveCreate
 from node.settings import NodeSettings, Pacs
 from node.store import correspondence
 from node.store.correspondence import new_key
-from node.store.db import make_engine, make_sessionmaker, migrate, transaction
+from node.store.db import MIGRATIONS, make_engine, make_sessionmaker, migrate, transaction
 from node.store.models import (
     AuditRecord,
     Correspondence,
@@ -772,8 +775,8 @@ def test_failed_sub_operations_fetch_that_study_again_on_the_next_attempt(
     job_id = queue_retrieve(sessions, settings, patient_ids=("MRN-ALPHA-1001",))
     runner = make_runner()
     assert runner.run(job_id) == JobStatus.RETRYING
-    report = load(sessions, job_id).report
-    states = [entry["state"] for entry in report["studies"].values()]  # type: ignore[attr-defined]
+    report = job_view(sessions, job_id)["report"]
+    states = [entry["state"] for entry in report["studies"].values()]  # type: ignore[index]
     assert states == [StudyState.RETRIEVED.value, StudyState.INCOMPLETE.value]
     assert runner.run(job_id) == JobStatus.DONE
     assert pacs.retrievals == [f"{ROOT}.1", f"{ROOT}.2", f"{ROOT}.2"]
@@ -795,6 +798,58 @@ def test_a_study_still_incomplete_after_the_last_attempt_is_reported_as_such(
     job = load(sessions, job_id)
     assert "1 studies incomplete after 2 attempts" in job.error
     assert job.report["summary"]["studies_retrieved"] == 1  # type: ignore[index]
+
+
+def test_each_study_s_progress_is_a_row_of_its_own_not_part_of_the_job_s_report(
+    settings: NodeSettings,
+    sessions: sessionmaker[Session],
+    pacs: FakePacs,
+    make_runner: RunnerFactory,
+) -> None:
+    job_id = queue_retrieve(sessions, settings, modality="MR")
+    assert make_runner().run(job_id) == JobStatus.DONE
+    assert "studies" not in load(sessions, job_id).report  # recording a study rewrites no list
+    with transaction(sessions) as session:
+        rows = service.job_studies(session=session, job_id=job_id)
+        assert [(r.position, r.state, r.retrieved) for r in rows] == [
+            (0, StudyState.RETRIEVED.value, 2),
+            (1, StudyState.RETRIEVED.value, 2),
+            (2, StudyState.RETRIEVED.value, 2),
+        ]
+    studies = job_view(sessions, job_id)["report"]["studies"]  # type: ignore[index]
+    assert [e["stored"] for e in studies.values()] == [2, 2, 2]
+
+
+def test_the_progress_of_jobs_planned_before_the_upgrade_moves_into_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("sqlalchemy.url", url)
+    command.upgrade(config, "0005")
+    entry = {"state": "incomplete", "found": 3, "series": None, "retrieved": 2, "failed": 1}
+    entry |= {"stored": 2, "attempts": 1, "error": "1 of 3 sub-operations failed"}
+    report = {"selection": "x", "studies": {"2.25.7": entry, "2.25.8": {"state": "pending"}}}
+    engine = make_engine(url)
+    with engine.begin() as connection:
+        connection.execute(
+            sql(
+                "INSERT INTO job (id, kind, status, spec, attempts, found, retrieved, stored, "
+                "rejected, total, done_items, report, error, created_at, updated_at) VALUES "
+                "(1, 'retrieve', 'retrying', '{}', 1, 3, 2, 2, 0, 2, 0, :report, '', "
+                "'2026-11-01', '2026-11-01')"
+            ),
+            {"report": json.dumps(report)},
+        )
+    command.upgrade(config, "head")
+    with transaction(make_sessionmaker(engine)) as session:
+        job = service.get(session=session, job_id=1)
+        assert "studies" not in job.report and job.report["selection"] == "x"
+        view = service.describe(job)
+    engine.dispose()
+    studies = view["report"]["studies"]
+    assert list(studies) == ["2.25.7", "2.25.8"]
+    assert studies["2.25.7"] == entry
+    assert studies["2.25.8"]["state"] == "pending" and studies["2.25.8"]["retrieved"] == 0
 
 
 def test_a_crashed_job_resumes_without_fetching_its_studies_again(

@@ -4,6 +4,7 @@ echo input values, and hostile input cannot exhaust memory."""
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import zlib
 from pathlib import Path
@@ -11,10 +12,9 @@ from pathlib import Path
 import pytest
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from common.deid.exceptions import SourceUnavailable
 from common.errors import ConfigurationError
 from node import settings as node_settings
-from node.ingest import validate, worker
+from node.ingest import spool, validate, worker
 from node.ingest.exceptions import InstanceUnreadable
 from node.store.correspondence import new_key, parse_key
 from tests.conftest import ct_dataset
@@ -23,22 +23,24 @@ from tests.conftest import ct_dataset
 def test_an_arrival_that_cannot_be_read_now_is_tried_again_not_rejected(
     tmp_path: Path, make_engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    spooled = tmp_path / "arrival.dcm"
-    ct_dataset().save_as(spooled, enforce_file_format=True)
+    buffer = io.BytesIO()
+    ct_dataset().save_as(buffer, enforce_file_format=True)
+    arrivals = spool.Spool(tmp_path / "spool")
+    arrivals.prepare()
+    arrivals.pending()
+    entry = arrivals.write(buffer.getvalue(), source="c-store TEST", job_id=None)
 
-    def unreadable(path: Path) -> object:
-        raise SourceUnavailable("cannot read the file (Too many open files)")
+    def unreadable(entry: spool.SpoolEntry) -> bytes:
+        raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(worker, "read_instance", unreadable)
+    monkeypatch.setattr(spool, "read", unreadable)
     outcome = worker.deidentify_and_store(
-        make_engine("pseudonymize"),
-        worker.StoreWriter(tmp_path / "store"),
-        spooled,
-        source="c-store TEST",
-        job_id=None,
+        make_engine("pseudonymize"), worker.StoreWriter(tmp_path / "store"), entry
     )
     assert isinstance(outcome, worker.Retry)
-    assert spooled.exists()
+    assert "Too many open files" in outcome.reason
+    assert [e.name for e in spool.waiting(tmp_path / "spool")] == [entry.name]
+    arrivals.close()
 
 
 def test_a_settings_error_never_prints_the_values_given(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.deid.engine import Engine
 from node.ingest import worker
+from node.ingest.spool import SpoolEntry
 from node.store import correspondence
 from node.store import service as store
 from node.store.correspondence import Keyring, new_key, parse_key
@@ -69,7 +70,8 @@ def arrive(
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     path.write_bytes(buffer.getvalue())
-    outcome = worker.deidentify_and_store(*stage1, path, source="test", job_id=None)
+    entry = SpoolEntry(0, 0, path, 0, len(buffer.getvalue()), source="test", job_id=None)
+    outcome = worker.deidentify_and_store(*stage1, entry)
     assert isinstance(outcome, worker.Stored), outcome
     return outcome.record
 

@@ -17,6 +17,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from common.schemas.channel import TaskRead
 from hub.deps import Runtime
 from hub.users.models import Role
+from node.clinical import service as clinical
+from node.clinical.service import ImportContext
 from node.federation import enrollment as enrollments
 from node.federation import keys
 from node.federation.client import SigningAuth
@@ -27,9 +29,11 @@ from node.release.stage2 import Stage2Result
 from node.release.upload import Uploader
 from node.settings import NodeSettings
 from node.store import correspondence
+from node.store.correspondence import Keyring, new_key, parse_key
 from node.store.db import make_engine, make_sessionmaker, migrate, transaction
 from tests.conftest import SECRET, ct_dataset
 from tests.unit.hub.conftest import PROJECT, SigningNode, add_user, bearer, enroll
+from tests.unit.node.clinical.conftest import hospital_bundle
 from tests.unit.node.test_qa import store_instance
 
 
@@ -67,10 +71,10 @@ class Site:
     signer: SigningNode
     hub: TestClient
 
-    def store(self, study: int, instance: int = 1) -> Stored:
+    def store(self, study: int, instance: int = 1, patient_id: str = "") -> Stored:
         """A stage-1 CT; one patient per study (the store helper adds no second study)."""
         ds = ct_dataset(
-            patient_id=f"MRN9981726{study}",
+            patient_id=patient_id or f"MRN9981726{study}",
             study_uid=f"1.2.826.0.1.3680043.10.1.{study}",
             series_uid=f"1.2.826.0.1.3680043.10.1.{study}.1",
             sop_uid=f"1.2.826.0.1.3680043.10.1.{study}.1.{instance}",
@@ -80,6 +84,17 @@ class Site:
             stored = store_instance(session, self.settings.data_dir, ds)
             session.flush()
             return Stored(stored.sop_uid, stored.series.study.study_uid, stored.path)
+
+    def import_records(self) -> None:
+        """The hospital's FHIR Bundle of PATIENT_ID (a dementia diagnosis, a lab value),
+        imported at stage 1 as the node's clinical import does."""
+        context = ImportContext(
+            rules=clinical.build_rules("pseudonymize", "site", SECRET),
+            keyring=Keyring(current=parse_key(new_key())),
+            actor="test",
+        )
+        with transaction(self.sessions) as session:
+            clinical.import_fhir_bundle(session=session, context=context, bundle=hospital_bundle())
 
     def spoil(self, instance: Stored) -> None:
         """Make a stored file carry its stage-1 subject key where stage 2 keeps the text."""
@@ -155,10 +170,12 @@ def curator(runtime: Runtime) -> str:
     return add_user(runtime, "cora", Role.CURATOR)
 
 
-def file_request(client: TestClient, token: str, **selection: list[str]) -> dict[str, Any]:
+def file_request(
+    client: TestClient, token: str, project: str = PROJECT, **selection: Any
+) -> dict[str, Any]:
     response = client.post(
         "/api/v1/requests",
-        json={"project": PROJECT, "selection": selection},
+        json={"project": project, "selection": selection},
         headers=bearer(token),
     )
     assert response.status_code == 201, response.text

@@ -164,3 +164,17 @@ def test_the_scan_names_the_attribute_of_each_finding_never_the_value() -> None:
     ]
     for value in ("MRN99817263", "19470312", "7946", "example.org"):
         assert all(value not in finding for finding in findings)
+
+
+def test_a_released_file_changed_before_upload_fails_its_study_naming_the_file(
+    client: TestClient, researcher: str, site: Site
+) -> None:
+    manifest = approved_manifest(client, researcher, site)
+    [entry] = manifest.files
+    released = site.settings.data_dir / "release" / PROJECT / entry.path
+    released.write_bytes(released.read_bytes()[:-1] + b"X")
+    site.upload()
+    with transaction(site.sessions) as session:
+        study = session.query(OutboxItem).filter_by(kind="study").one()
+        assert (study.state, study.chunks_sent) == ("failed", 0)
+        assert study.last_error == f"{entry.path}: the file changed since stage 2"

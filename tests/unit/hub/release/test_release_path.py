@@ -109,9 +109,10 @@ def test_accepted_studies_are_exported_one_zip_each_with_manifest_and_readme(
     export = client.get(f"/api/v1/exports/{PROJECT}", headers=bearer(researcher)).json()
     assert len(export["studies"]) == 2
     first = export["studies"][0]
-    study_id = client.get(
+    accepted = client.get(
         "/api/v1/curation", params={"state": "accepted"}, headers=bearer(curator)
-    ).json()[0]["id"]
+    ).json()
+    [study_id] = [s["id"] for s in accepted if s["study_uid"] == first["study_uid"]]
     download = client.get(
         f"/api/v1/exports/{PROJECT}/studies/{study_id}.zip", headers=bearer(researcher)
     )

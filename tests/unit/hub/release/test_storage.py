@@ -30,3 +30,19 @@ def test_an_object_put_is_read_back_listed_and_deleted(tmp_path: Path) -> None:
 def test_a_key_that_could_leave_the_storage_folder_is_refused(tmp_path: Path, key: str) -> None:
     with pytest.raises(InvalidKey):
         LocalStorage(tmp_path / "store").put(key, b"x")
+
+
+def test_an_object_composed_of_parts_reads_as_their_bytes_and_moves_as_one(
+    tmp_path: Path,
+) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.put("chunks/aa/one", b"one,")
+    storage.put("chunks/bb/two", b"two")
+    storage.compose("incoming/p1/a.dcm", ["chunks/aa/one", "chunks/bb/two", "chunks/aa/one"])
+    assert storage.get("incoming/p1/a.dcm") == b"one,twoone,"
+    storage.move("incoming/p1/a.dcm", "quarantine/p1/a.dcm")
+    assert storage.list("quarantine") == ["quarantine/p1/a.dcm"]
+    assert not storage.exists("incoming/p1/a.dcm")
+    storage.delete("quarantine/p1/a.dcm")
+    assert storage.list("quarantine") == []
+    assert storage.get("chunks/bb/two") == b"two"  # the parts stay

@@ -20,7 +20,7 @@ from common import audit
 from common.schemas.channel import ResultStatus, TaskRead
 from node.federation import agent as agents
 from node.federation.agent import Agent
-from node.federation.exceptions import HubUnreachable, TaskRefused
+from node.federation.exceptions import HubUnreachable, TaskDeferred, TaskRefused
 from node.federation.handlers import HandlerContext, Registry, node_status
 from node.settings import NodeSettings
 from node.store.db import make_engine, make_sessionmaker, migrate, transaction
@@ -131,6 +131,23 @@ def test_a_handler_that_declines_makes_the_task_refused_with_its_reason(
     result = agent.run_handler(task("test.decline"))
     close(agent)
     assert (result.status, result.reason) == (ResultStatus.REFUSED, "waits for local approval")
+
+
+def test_a_handler_that_answers_later_makes_the_task_deferred_with_its_reason(
+    settings: NodeSettings, sessions: sessionmaker[Session]
+) -> None:
+    def hold(_task: TaskRead, _context: HandlerContext) -> dict[str, Any]:
+        raise TaskDeferred("awaiting approval by the hospital")
+
+    registry = Registry()
+    registry.register("test.hold", hold)
+    agent = make_agent(settings, sessions, registry)
+    result = agent.run_handler(task("test.hold"))
+    close(agent)
+    assert (result.status, result.reason) == (
+        ResultStatus.DEFERRED,
+        "awaiting approval by the hospital",
+    )
 
 
 def test_a_failing_handler_is_reported_by_type_never_by_message(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from common.schemas.cohort import CohortCountRequest, parse_cohort
@@ -117,6 +118,38 @@ def test_exclusion_sex_and_age_at_the_event_narrow_the_cohort(
         "exclusion": {"kind": "condition", "concept": "ICD10CM:G30"},
     }
     assert evaluate(sessions, expander, cohort).patients == {old_woman}
+
+
+MR = {"kind": "imaging", "modality": ["MR"]}
+CT = {"kind": "imaging", "modality": ["CT"]}
+G30 = {"kind": "condition", "concept": "ICD10CM:G30"}
+COMBINATIONS = [  # cohort, who is in it (of a: MR + G30, b: MR, c: CT + G30, d: G30)
+    ({"inclusion": {"all": [MR, G30]}}, "a"),
+    ({"inclusion": {"any": [MR, G30]}}, "abcd"),
+    ({"inclusion": G30}, "acd"),
+    ({"inclusion": {"all": [G30, {"not": MR}]}}, "cd"),
+    ({"inclusion": {"not": MR}}, "cd"),
+    ({"inclusion": MR, "exclusion": G30}, "b"),
+    ({"inclusion": {"all": [{"any": [MR, CT]}, {"not": G30}]}}, "b"),
+    ({"inclusion": {"all": [{"all": [G30, CT]}, {"kind": "patient", "sex": ["F"]}]}}, "c"),
+]
+
+
+@pytest.mark.parametrize(("cohort", "members"), COMBINATIONS)
+def test_all_any_and_not_combine_criteria_over_known_patients_only(
+    sessions: sessionmaker[Session], expander: Expander, cohort: dict[str, object], members: str
+) -> None:
+    with transaction(sessions) as session:
+        store = Store(session)
+        keys = {name: store.patient() for name in "abcd"}
+        store.study(keys["a"], D(2020, 1, 1))
+        store.study(keys["b"], D(2020, 1, 1))
+        store.study(keys["c"], D(2020, 1, 1), series=(("CT", "head"),))
+        for name in "acd":
+            store.condition(keys[name], "G30.9", D(2019, 1, 1))
+        store.condition("SK-NOT-ON-RECORD", "G30.9", D(2019, 1, 1))  # a fact, no patient
+    found = evaluate(sessions, expander, cohort).patients
+    assert found == {keys[name] for name in members}
 
 
 def test_series_labels_are_derived_once_and_drive_sequence_type_criteria(

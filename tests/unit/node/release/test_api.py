@@ -12,7 +12,7 @@ from node import api
 from node.main import create_app
 from node.release import service as releases
 from node.store.db import transaction
-from tests.unit.node.release.conftest import request_task
+from tests.unit.node.release.conftest import request_task, store_study
 from tests.unit.node.test_api import AUTH, node_settings
 
 
@@ -46,3 +46,18 @@ def test_a_decline_records_its_reason(client: TestClient) -> None:
 
 def test_requests_need_the_node_token(client: TestClient) -> None:
     assert client.get("/api/v1/requests").status_code == 401
+
+
+def test_a_request_shows_what_it_selects_here_in_counts_only(client: TestClient) -> None:
+    runtime: api.Runtime = client.app.state.node  # type: ignore[attr-defined]
+    uid = store_study(runtime.sessions, runtime.settings.data_dir, 1)
+    with transaction(runtime.sessions) as session:
+        releases.record_request(session=session, task=request_task(6, "glioma", [uid], 2))
+    shown = client.get("/api/v1/requests/6", headers=AUTH).json()
+    assert shown["selects"] == {
+        "patients": 1,
+        "studies": 1,
+        "instances": 1,
+        "megabytes": 0.0,
+        "patients_with_records": 0,
+    }

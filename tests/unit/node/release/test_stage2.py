@@ -69,8 +69,8 @@ def test_a_request_delivered_twice_is_recorded_once(
     sessions: sessionmaker[Session],
 ) -> None:
     with transaction(sessions) as session:
-        first = releases.record_request(session=session, task=request_task(9, "glioma", []))
-        again = releases.record_request(session=session, task=request_task(9, "glioma", []))
+        first = releases.record_request(session=session, task=request_task(9, "glioma", ["1.2.3"]))
+        again = releases.record_request(session=session, task=request_task(9, "glioma", ["1.2.3"]))
         assert first.id == again.id
         assert len(releases.listing(session=session)) == 1
 
@@ -79,17 +79,38 @@ def test_a_declined_request_cannot_be_approved_afterwards(
     sessions: sessionmaker[Session],
 ) -> None:
     with transaction(sessions) as session:
-        releases.record_request(session=session, task=request_task(3, "glioma", []))
+        releases.record_request(session=session, task=request_task(3, "glioma", ["1.2.3"]))
         releases.decline(session=session, hub_request_id=3, reason="no ethics", actor="it")
         with pytest.raises(AlreadyDecided):
             releases.approve(session=session, hub_request_id=3, actor="it")
 
 
-def test_the_hub_is_told_the_decision_before_the_studies_it_announces(
+def test_the_hub_is_told_the_decision_and_the_release_before_the_studies(
     sessions: sessionmaker[Session], settings: NodeSettings
 ) -> None:
     released(sessions, settings, 1, "glioma", store_study(sessions, settings.data_dir, 1))
     with transaction(sessions) as session:
-        keys = session.execute(select(OutboxItem.key).order_by(OutboxItem.id)).scalars().all()
-    assert keys[:2] == ["state:approved", "state:releasing"]
-    assert keys[2].startswith("study:")
+        items = session.execute(select(OutboxItem).order_by(OutboxItem.id)).scalars().all()
+        keys = [item.key for item in items]
+        assert keys[:2] == ["state:approved", "state:releasing"]
+        assert keys[2].startswith("study:")
+        assert items[1].body["studies"] == 1  # the count, once stage 2 was done
+
+
+def test_stage2_in_a_pool_of_two_writes_what_one_process_writes(
+    sessions: sessionmaker[Session], settings: NodeSettings
+) -> None:
+    uids = [store_study(sessions, settings.data_dir, study) for study in range(1, 9)]
+
+    def release_with(workers: int, request_id: int) -> list[tuple[str, str]]:
+        pool = settings.model_copy(update={"release_workers": workers})
+        task = request_task(request_id, "glioma", uids, request_id)
+        with transaction(sessions) as session:
+            releases.record_request(session=session, task=task)
+            releases.approve(session=session, hub_request_id=request_id, actor="it")
+            result = releases.release(session=session, settings=pool, hub_request_id=request_id)
+        return [(f.path, f.sha256) for m in result.manifests for f in m.files]
+
+    pooled = release_with(2, 1)
+    assert len(pooled) == 8
+    assert release_with(1, 2) == pooled
