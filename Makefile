@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/clinical/run.py
 	$(BIN)/python benchmarks/catalogue/run.py  # PostgreSQL part needs Debian's postgresql
 	$(BIN)/python benchmarks/federation/run.py
+	$(BIN)/python benchmarks/release/run.py
 
 clean:
 	rm -rf $(VENV) demo-output benchmarks/out .mypy_cache .ruff_cache .pytest_cache

@@ -15,35 +15,30 @@ The correspondence table is not read here: a preview never re-identifies.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pydicom
-from numpy.typing import NDArray
-from PIL import Image
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
-from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.pixels.utils import pixel_array
 from pydicom.tag import BaseTag
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
 
 from common.deid.leak import IDENTIFYING_KEYWORDS
+from common.web.render import PREVIEW_MAX_SIZE, png
 from node.exceptions import NotFound, PreviewUnavailable
 from node.store.models import Instance, Series, Study
 
 logger = logging.getLogger(__name__)
 
-PREVIEW_MAX_SIZE = 512
 KEPT = "kept"
 MAX_VALUE_LENGTH = 200
 
@@ -251,52 +246,4 @@ def _shown(vr: str, value: object) -> str | None:
 # -- the picture ------------------------------------------------------------------------------
 
 
-def render(frame: NDArray[np.generic], ds: Dataset, *, max_size: int = PREVIEW_MAX_SIZE) -> bytes:
-    """One decoded frame as an 8-bit PNG: windowed by the dataset's window or min/max."""
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    if photometric == "PALETTE COLOR":
-        image = Image.fromarray(_to_uint8(apply_color_lut(frame, ds)), mode="RGB")
-    elif frame.ndim == 3:  # RGB (pydicom converts YBR to RGB)
-        image = Image.fromarray(_to_uint8(frame[..., :3]), mode="RGB")
-    else:
-        values = apply_modality_lut(frame, ds).astype(np.float64)
-        low, high = _window(ds, values)
-        scaled = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0) * 255.0
-        gray = scaled.round().astype(np.uint8)
-        if photometric == "MONOCHROME1":
-            gray = 255 - gray
-        image = Image.fromarray(gray, mode="L")
-    image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def _window(ds: Dataset, values: NDArray[np.float64]) -> tuple[float, float]:
-    """The dataset's first window (center, width), else the range of the frame."""
-    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-    if center is not None and width is not None and width > 0:
-        return center - width / 2.0, center + width / 2.0
-    if values.size == 0:
-        return 0.0, 1.0
-    return float(values.min()), float(values.max())
-
-
-def _first(value: object) -> float | None:
-    if isinstance(value, MultiValue | list | tuple):
-        value = value[0] if len(value) else None
-    if value is None or value == "":
-        return None
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None
-
-
-def _to_uint8(values: NDArray[np.generic]) -> NDArray[np.uint8]:
-    if values.dtype == np.uint8:
-        return np.ascontiguousarray(values)
-    as_float = values.astype(np.float64)
-    low, high = float(as_float.min()), float(as_float.max())
-    scaled = (as_float - low) / max(high - low, 1e-9) * 255.0
-    return np.ascontiguousarray(scaled.round().astype(np.uint8))
+render = png  # the pages' renderer, shared with the hub's curator viewer
