@@ -256,10 +256,13 @@ def federated(hub: Hub, token: str, payload: dict[str, Any], outcomes: Counter[s
         if not {"pending", "deferred"} & set(states):  # every node answered (or is offline)
             elapsed = (time.perf_counter() - started) * 1000
             outcomes.update(states)
-            if "refused" in states:
+            if {"refused", "failed"} & set(states):
                 detail = hub.api("GET", f"/api/v1/tasks/{task_id}", token).json()
-                reasons = {t["reason"] for t in detail["targets"] if t["state"] == "refused"}
-                outcomes.update(f"refused: {reason}" for reason in reasons)
+                outcomes.update(
+                    f"{t['state']}: {t['reason']}"
+                    for t in detail["targets"]
+                    if t["state"] in {"refused", "failed"}
+                )
             return elapsed
         time.sleep(0.02)
 
