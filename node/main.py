@@ -44,6 +44,7 @@ from node.ingest.service import Ingest
 from node.jobs import scheduled
 from node.jobs.exceptions import InvalidSelection, JobFinished, JobNotFound
 from node.query import api as query_api
+from node.query import scheduled as query_scheduled
 from node.release import api as release_api
 from node.release import upload as release_upload
 from node.settings import NodeSettings
@@ -149,6 +150,7 @@ def start(settings: NodeSettings) -> api.Runtime:
         )
         scheduled.register(scheduler, settings, sessions, ingest)
         catalogue_scheduled.register(scheduler, settings, sessions)
+        query_scheduled.register(scheduler, sessions)
         scheduler.start()
         if settings.ontology_at_start:
             # A daemon thread, not a scheduler job: stopping the node never waits for it (an

@@ -197,6 +197,7 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, default=10)
     parser.add_argument("--patients", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep the folder (logs, databases)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="havenet-federation-"))
     hub = Hub(folder / "hub").start()
@@ -225,10 +226,16 @@ def main() -> None:
         time.sleep(5)  # every agent is polling
         end_to_end = []
         outcomes: Counter[str] = Counter()
-        for _ in range(args.rounds):
+        asked: list[tuple[float, int, int]] = []
+        for round_ in range(args.rounds):
             for index in range(len(COHORTS)):
                 end_to_end.append(federated(hub, researcher, request(index), outcomes))
+                asked.append((end_to_end[-1], round_ + 1, index))
         print(f"node answers: {dict(sorted(outcomes.items()))}")
+        slowest = sorted(asked, reverse=True)[:3]
+        print(
+            "slowest: " + ", ".join(f"{ms:.0f} ms (round {r}, cohort {i})" for ms, r, i in slowest)
+        )
         local, local_cpu = node_side(nodes[0].data_dir, args.rounds)
         print("\n| measurement | n | p50 ms | p95 ms | max ms |\n| --- | --- | --- | --- | --- |")
         for name, values in (
@@ -242,7 +249,10 @@ def main() -> None:
         for node in nodes:
             node.stop()
         hub.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+        if args.keep:
+            print(f"kept {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def federated(hub: Hub, token: str, payload: dict[str, Any], outcomes: Counter[str]) -> float:

@@ -31,6 +31,7 @@ from node.query.disclosure import Policy
 from node.query.exceptions import ApprovalClosed, ApprovalNotFound, InvalidReason, QueryRefused
 from node.query.models import ApprovalState, QueryApproval
 from node.query.schemas import QueryApprovalRead
+from node.store.db import lock_for_writing
 from node.store.models import AuditRecord, utcnow
 
 logger = logging.getLogger(__name__)
@@ -208,6 +209,7 @@ def approve(
     """Answer the query under the disclosure control of now; a refusal by that control
     (budget spent, differencing) is the decision sent instead."""
     now = now or utcnow()
+    lock_for_writing(session)  # one decision at a time: the state read is the state changed
     approval = _awaiting(session, task_id, now)
     request = CohortCountRequest.model_validate(approval.request)
     requester = f"hub:{approval.requested_by or 'unknown'}"

@@ -1,7 +1,8 @@
-"""The derived ``series_label`` table, kept up to date incrementally before each query.
+"""The derived ``series_label`` table, kept up to date incrementally: by a scheduled job
+(:mod:`node.query.scheduled`) and before each query, for what arrived since.
 
 Only series without a label are read and normalized, so the cost of a query does not grow
-with the store, only with what arrived since the last one.
+with the store, only with what arrived since the last labelling.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ import functools
 import logging
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from node.catalogue.service import manufacturer
 from node.query.models import SeriesLabel
+from node.store.db import lock_for_writing
 from node.store.models import Series, Study
 from ontology.normalize import SeriesText, normalize
 
@@ -46,7 +48,7 @@ def _labels(text: SeriesText) -> tuple[str, bool, str]:
     return result.sequence_type.value, result.contrast, body
 
 
-def _label(row: tuple[Any, ...]) -> SeriesLabel:
+def _label(row: tuple[Any, ...]) -> dict[str, Any]:
     (series_id, modality, body_part, description, protocol, maker, agent) = row[:7]
     (scanning, variant, tr, te, ti, study_description) = row[7:]
     text = SeriesText(
@@ -63,13 +65,13 @@ def _label(row: tuple[Any, ...]) -> SeriesLabel:
         contrast_bolus_agent=agent,
     )
     kind, contrast, body = _labels(text)
-    return SeriesLabel(
-        series_id=series_id,
-        sequence_type=kind,
-        contrast=contrast,
-        body_part=body,
-        manufacturer=manufacturer(maker),
-    )
+    return {
+        "series_id": series_id,
+        "sequence_type": kind,
+        "contrast": contrast,
+        "body_part": body,
+        "manufacturer": manufacturer(maker),
+    }
 
 
 def all_labelled(session: Session) -> bool:
@@ -85,6 +87,8 @@ def label_new_series(*, session: Session) -> int:
     """Label every series that has no label yet; how many were labelled."""
     if all_labelled(session):
         return 0
+    # Two labellers (a query and the scheduled job) must not label the same series.
+    lock_for_writing(session)
     statement = (
         select(*_COLUMNS)
         .join(Study, Series.study_id == Study.id)
@@ -94,8 +98,8 @@ def label_new_series(*, session: Session) -> int:
     )
     rows = [tuple(row) for row in session.execute(statement)]
     for start in range(0, len(rows), _BATCH):
-        session.add_all(_label(row) for row in rows[start : start + _BATCH])
-        session.flush()
+        # A core insert of plain rows: the ORM's unit of work costs more than the labels.
+        session.execute(insert(SeriesLabel), [_label(row) for row in rows[start : start + _BATCH]])
     if rows:
         logger.info("labelled %d new series", len(rows))
     return len(rows)

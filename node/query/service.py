@@ -40,6 +40,7 @@ from node.query.exceptions import QueryRefused
 from node.query.labels import label_new_series
 from node.query.models import SeriesLabel
 from node.query.schemas import Evaluation, GroupValues
+from node.store.db import lock_for_writing
 from node.store.models import AuditRecord, Patient, Series, Study
 
 logger = logging.getLogger(__name__)
@@ -308,7 +309,12 @@ def answer(
     """The disclosure-controlled answer, remembered for the differencing guard and audited.
 
     Raises :class:`QueryRefused` when the policy, the budget or the guard forbids it; the
-    caller records the refusal with :func:`refuse`."""
+    caller records the refusal with :func:`refuse`.
+
+    The whole of it runs as the node's only writer (:func:`lock_for_writing`): the budget
+    and the differencing guard read what earlier answers remembered, so two answers must
+    not interleave, and a write committed elsewhere meanwhile must not fail this one."""
+    lock_for_writing(session)
     question_hash = canonical_hash(request)
     published, hashed = _published(
         request, question_hash, session=session, policy=policy, secret=secret, expander=expander

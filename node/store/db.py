@@ -13,7 +13,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -67,3 +67,31 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+# Any fixed number: the one advisory lock the node's serialized writers take on PostgreSQL.
+_POSTGRES_WRITE_LOCK = 0x68617665
+
+
+def lock_for_writing(session: Session) -> None:
+    """Make ``session``'s transaction the node's only writer from now until it ends.
+
+    For a unit of work that reads, decides on what it read, then writes (a query's answer
+    is checked against the answers remembered before it, then remembered itself). On
+    SQLite a transaction that only read holds a snapshot; had another connection committed
+    since, its first write fails at once ("database is locked", SQLITE_BUSY_SNAPSHOT: no
+    busy timeout helps). Taking the write lock first (``BEGIN IMMEDIATE``) waits its turn
+    instead. On PostgreSQL an advisory lock gives the same order among such units of work.
+    Call it before the transaction writes anything.
+    """
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        raw = connection.connection.dbapi_connection
+        # pysqlite begins a transaction only before the first write; before it, nothing
+        # has been read under a snapshot that could go stale, so beginning here is sound.
+        if raw is not None and not raw.in_transaction:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+    elif connection.dialect.name == "postgresql":
+        connection.execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_WRITE_LOCK}
+        )
