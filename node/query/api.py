@@ -11,7 +11,6 @@ from typing import Annotated
 import anyio.to_thread
 from fastapi import APIRouter, Query, Request
 
-from common.errors import HavenetError
 from node.api import Runtime, RuntimeDep, SessionDep, _actor
 from node.query import approval as approvals
 from node.query import delivery
@@ -32,13 +31,6 @@ def _read(node: Runtime, task_id: int) -> QueryApprovalRead:
             policy=Policy.from_settings(node.settings),
             secret=node.settings.secret(),
         )
-
-
-def _send(node: Runtime) -> None:
-    try:
-        delivery.send_due(node.settings, node.sessions)
-    except HavenetError as exc:  # the agent sends it after its next poll
-        logger.warning("decision not sent to the hub yet: %s", exc)
 
 
 @router.get("", summary="Queries awaiting approval, oldest first, with the answer they'd get")
@@ -78,7 +70,7 @@ async def approve(task_id: int, request: Request, node: RuntimeDep) -> QueryAppr
             )
 
     await anyio.to_thread.run_sync(decide)
-    await anyio.to_thread.run_sync(_send, node)
+    await anyio.to_thread.run_sync(delivery.try_sending, node.settings, node.sessions)
     return await anyio.to_thread.run_sync(partial(_read, node, task_id))
 
 
@@ -91,5 +83,5 @@ async def decline(
             approvals.decline(task_id, session=session, reason=body.reason, actor=_actor(request))
 
     await anyio.to_thread.run_sync(decide)
-    await anyio.to_thread.run_sync(_send, node)
+    await anyio.to_thread.run_sync(delivery.try_sending, node.settings, node.sessions)
     return await anyio.to_thread.run_sync(partial(_read, node, task_id))

@@ -14,6 +14,7 @@ import threading
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from common.errors import HavenetError
 from common.schemas.channel import API_PREFIX, TaskResult
 from node.federation import enrollment as enrollments
 from node.federation import keys
@@ -26,6 +27,15 @@ from node.store.db import transaction
 logger = logging.getLogger(__name__)
 
 _sending = threading.Lock()
+
+
+def try_sending(settings: NodeSettings, sessions: sessionmaker[Session]) -> None:
+    """:func:`send_due` right after a decision: a hub that cannot take it now gets it from
+    the agent after its next poll, so a failure here is only logged."""
+    try:
+        send_due(settings, sessions)
+    except HavenetError as exc:
+        logger.warning("decision not sent to the hub yet: %s", exc)
 
 
 def send_due(settings: NodeSettings, sessions: sessionmaker[Session]) -> dict[int, str]:

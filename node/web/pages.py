@@ -1,6 +1,7 @@
 """The node's pages (``/ui``) for hospital IT: what arrived, what was rejected and why, the
-jobs, the QA preview of the de-identification, and the hub's data requests to approve or
-decline (:mod:`node.web.requests`). Log-in with the node's API token; the browser then holds
+jobs, the QA preview of the de-identification, the hub's data requests to approve or
+decline (:mod:`node.web.requests`), and the federated queries that wait for approval
+(:mod:`node.web.queries`). Log-in with the node's API token; the browser then holds
 a signed session cookie, never the token.
 
 These pages show pseudonyms (subject keys, stage-1 UIDs), as the node's API does; the
@@ -25,6 +26,7 @@ from node.exceptions import NodeError
 from node.jobs import service as jobs
 from node.store.db import transaction
 from node.store.models import Instance, RejectedInstance, Series
+from node.web import queries as query_pages
 from node.web import requests as request_pages
 from node.web.base import HERE, NODE_USER, logged_in, page, runtime, session_key, to_login
 
@@ -213,3 +215,4 @@ def qa_image(request: Request, sop_uid: str) -> Response:
 
 
 router.include_router(request_pages.router)
+router.include_router(query_pages.router)
