@@ -268,6 +268,7 @@ def _mount_curation_commands() -> None:
 
     hub_app.add_typer(curation_cli.curate_app, name="curate")
     hub_app.command("export")(curation_cli.export_command)
+    hub_app.add_typer(curation_cli.storage_app, name="storage")
 
 
 _mount_curation_commands()

@@ -39,6 +39,7 @@ from hub.exceptions import Conflict, Forbidden, InvalidRequest, NotAuthenticated
 from hub.federation import api as federation_api
 from hub.nodes import api as nodes_api
 from hub.query import api as query_api
+from hub.release import allocator
 from hub.release import api as release_api
 from hub.settings import HubSettings
 from hub.users import api as users_api
@@ -166,6 +167,7 @@ def serve(settings: HubSettings) -> None:
     """Run the hub until SIGTERM or SIGINT."""
     settings.secret_bytes()
     _check_free(settings.host, settings.port)
+    allocator.keep_big_buffers()  # release uploads: bodies of megabytes, many a second
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,

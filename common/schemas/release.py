@@ -23,6 +23,11 @@ RELEASE_REJECTED = "release.rejected"
 CHUNK_BYTES = 4 * 1024 * 1024
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
 MAX_CHUNKS_PER_QUERY = 10_000
+# Chunks travel several to a request (a batch: their bytes back to back, each named with its
+# size in the query), so that a study of small files is not a request per file.
+MAX_BATCH_BYTES = 4 * CHUNK_BYTES
+MAX_BATCH_CHUNKS = 16
+BATCH_PART_PATTERN = r"^[0-9a-f]{64}:[0-9]{1,8}$"  # "SHA-256:size"
 
 
 class _Message(BaseModel):

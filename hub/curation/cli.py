@@ -1,8 +1,11 @@
-"""`havenet hub curate list|show|accept|reject` and `havenet hub export PROJECT DIR`, on the
-hub's database and storage (the hub's own machine), audited as the OS user."""
+"""`havenet hub curate list|show|accept|reject`, `havenet hub export PROJECT DIR` and
+`havenet hub storage collect`, on the hub's database and storage (the hub's own machine),
+audited as the OS user."""
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Annotated
@@ -12,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from hub.cli import DataDirOption, JsonOption, _actor, _session, _settings
+from hub.curation import collect as collector
 from hub.curation import service as curation
 from hub.curation.models import StudyState
 from hub.storage.service import LocalStorage
@@ -19,6 +23,9 @@ from hub.users import service as users
 
 curate_app = typer.Typer(
     help="Curation: studies in quarantine, accept or reject them.", no_args_is_help=True
+)
+storage_app = typer.Typer(
+    help="Central storage: collect chunks no received study needs.", no_args_is_help=True
 )
 StudyId = Annotated[int, typer.Argument(help="The received study's number.")]
 
@@ -114,3 +121,37 @@ def export_command(
             folder=folder,
         )
     typer.echo(f"{len(written)} studies exported to {folder}")
+
+
+@storage_app.command("collect")
+def collect(
+    data_dir: DataDirOption = None,
+    grace_hours: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Keep anything younger: an upload whose manifest has not come yet.",
+        ),
+    ] = collector.DEFAULT_GRACE.total_seconds() / 3600,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count, delete nothing.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Delete chunks no study in quarantine or accepted names (a rejected study's, an
+    abandoned upload's) and what an interrupted verification left, once old enough."""
+    settings = _settings(data_dir=data_dir)
+    with _session(settings) as session:
+        collected = collector.collect(
+            session=session,
+            storage=LocalStorage(settings.storage_root),
+            actor=_actor(),
+            grace=dt.timedelta(hours=grace_hours),
+            dry_run=dry_run,
+        )
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(collected)))
+        return
+    verb = "would delete" if dry_run else "deleted"
+    typer.echo(
+        f"{verb} {collected.chunks} chunks ({collected.bytes / 1e6:.1f} MB) and "
+        f"{collected.files} incoming files"
+    )

@@ -1,7 +1,8 @@
-"""Uploads into quarantine: the hub takes content-addressed chunks, then a study's signed
-manifest, and verifies before anything is queued for a curator — the node's signature over
-the manifest, every file's size and SHA-256 rebuilt from its chunks, that pydicom parses it
-and that it carries the UIDs and subject key the manifest names, that clinical records are
+"""Uploads into quarantine: the hub takes content-addressed chunks (several to a request,
+each hashed against its name), then a study's signed manifest, and verifies before anything
+is queued for a curator — the node's signature over the manifest, every file's size and
+SHA-256 against its chunks, that pydicom parses its header (read from storage up to the
+pixels) and that it carries the UIDs and subject key the manifest names, that clinical records are
 a valid FHIR Bundle or OMOP table — then runs its own PHI scan (:mod:`hub.curation.scan`,
 :mod:`hub.curation.records`, and OCR of burned-in text where the policy asks,
 :mod:`hub.curation.ocr`).
@@ -19,11 +20,13 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import functools
 import hashlib
-import io
 import logging
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 import pydicom
 from cryptography.exceptions import InvalidSignature
@@ -35,7 +38,10 @@ from sqlalchemy.orm import Session
 from common import signing
 from common.deid.profile import load_profile
 from common.schemas.release import (
+    BATCH_PART_PATTERN,
     CHUNK_BYTES,
+    MAX_BATCH_BYTES,
+    MAX_BATCH_CHUNKS,
     ManifestFile,
     ReleaseState,
     SignedManifest,
@@ -52,19 +58,20 @@ from hub.curation.scan import scan
 from hub.db import utcnow
 from hub.nodes.models import Node
 from hub.release import service as releases
-from hub.release.exceptions import ChunkMismatch, ManifestInvalid, StateNotAllowed
+from hub.release.exceptions import BatchInvalid, ChunkMismatch, ManifestInvalid, StateNotAllowed
 from hub.storage.service import Storage, chunk_key
 
 logger = logging.getLogger(__name__)
 
 _UPLOADING = frozenset({ReleaseState.APPROVED, ReleaseState.RELEASING, ReleaseState.RELEASED})
+_BATCH_PART = re.compile(BATCH_PART_PATTERN)
 
 
 def held_chunks(storage: Storage, hashes: list[str]) -> list[str]:
     return [sha for sha in dict.fromkeys(hashes) if storage.exists(chunk_key(sha))]
 
 
-def put_chunk(storage: Storage, sha256: str, data: bytes) -> bool:
+def put_chunk(storage: Storage, sha256: str, data: bytes | memoryview) -> bool:
     """Store a chunk under its hash; False when it was there already."""
     if len(data) > CHUNK_BYTES or hashlib.sha256(data).hexdigest() != sha256:
         raise ChunkMismatch(sha256)
@@ -73,6 +80,42 @@ def put_chunk(storage: Storage, sha256: str, data: bytes) -> bool:
         return False
     storage.put(key, data)
     return True
+
+
+def batch_parts(parts: list[str], body_size: int) -> list[tuple[str, int]]:
+    """A batch's ``SHA-256:size`` parts, checked to add up to its body."""
+    if not parts or len(parts) > MAX_BATCH_CHUNKS or body_size > MAX_BATCH_BYTES:
+        raise BatchInvalid(
+            f"a batch holds 1 to {MAX_BATCH_CHUNKS} chunks and at most {MAX_BATCH_BYTES} bytes"
+        )
+    parsed = []
+    for index, part in enumerate(parts):
+        if not _BATCH_PART.match(part):
+            raise BatchInvalid(f"part {index}: not 'SHA-256:size'")
+        sha256, size = part.split(":")
+        parsed.append((sha256, int(size)))
+    if sum(size for _, size in parsed) != body_size:
+        raise BatchInvalid("the parts' sizes do not add up to the body's")
+    return parsed
+
+
+def put_chunks(storage: Storage, parts: list[tuple[str, int]], body: bytes) -> int:
+    """Store a batch's chunks, each checked against its name first (a batch with a chunk that
+    does not match stores nothing); how many were new."""
+    view = memoryview(body)
+    chunks = []
+    for sha256, size in parts:
+        chunk, view = view[:size], view[size:]
+        if size > CHUNK_BYTES or hashlib.sha256(chunk).hexdigest() != sha256:
+            raise ChunkMismatch(sha256)
+        chunks.append((sha256, chunk))
+    stored = 0
+    for sha256, chunk in chunks:
+        key = chunk_key(sha256)
+        if not storage.exists(key):
+            storage.put(key, chunk)
+            stored += 1
+    return stored
 
 
 def quarantine_prefix(project: str, study_uid: str) -> str:
@@ -169,21 +212,26 @@ class _Verified:
 
 
 def _verify(storage: Storage, incoming: str, manifest: StudyManifest, ocr: OcrPolicy) -> _Verified:
-    """Each file rebuilt from its chunks, checked against the manifest, validated, scanned
-    and composed of its chunks under ``incoming`` — one file in memory at a time."""
+    """Each file checked against the manifest, validated, scanned and composed of its chunks
+    under ``incoming`` — one file in memory at a time, and of a one-chunk file only its
+    header (its bytes were hashed against the chunk's name on arrival)."""
     latest = _latest_shifted_date(manifest.profile)
     verified = _Verified()
     for entry in manifest.files:
-        data = _assemble(storage, entry.path, entry.chunks, entry.size, entry.sha256)
-        ds = _parse(entry, data, manifest)
+        key = f"{incoming}/{entry.path}"
+        _check_content(storage, entry.path, entry.chunks, entry.size, entry.sha256)
+        storage.compose(key, [chunk_key(sha) for sha in entry.chunks])
+        with storage.open(key) as stream:
+            ds = _parse(entry, stream, manifest)
         verified.datasets.append(ds)
         verified.findings += scan(
             ds, path=entry.path, subject_key=manifest.subject_key, latest_date=latest
         )
-        verified.findings += burned_in.findings(data, path=entry.path, policy=ocr)
-        storage.compose(f"{incoming}/{entry.path}", [chunk_key(sha) for sha in entry.chunks])
+        if burned_in.wanted(ds, ocr):
+            verified.findings += burned_in.findings(storage.get(key), path=entry.path, policy=ocr)
     for record in manifest.records:
-        data = _assemble(storage, record.path, record.chunks, record.size, record.sha256)
+        _check_content(storage, record.path, record.chunks, record.size, record.sha256)
+        data = b"".join(storage.get(chunk_key(sha)) for sha in record.chunks)
         counts, found = records.check(
             record, data, subject_key=manifest.subject_key, latest_date=latest
         )
@@ -215,23 +263,34 @@ def _check_signature(node: Node, signed: SignedManifest) -> None:
         raise ManifestInvalid("signature: not the node's signature over this manifest") from None
 
 
-def _assemble(storage: Storage, path: str, chunks: list[str], size: int, sha256: str) -> bytes:
-    """A file rebuilt from its chunks (each checked against its name when it was put)."""
-    missing = [sha for sha in chunks if not storage.exists(chunk_key(sha))]
+def _check_content(storage: Storage, path: str, chunks: list[str], size: int, sha256: str) -> None:
+    """The file's chunks are all uploaded and make up the size and SHA-256 the manifest names.
+
+    A one-chunk file is its chunk, whose bytes were hashed against its name on arrival: only
+    its size is looked at. Longer files are hashed again, chunk by chunk."""
+    keys = [chunk_key(sha) for sha in chunks]
+    missing = [key for key in keys if not storage.exists(key)]
     if missing:
         raise ManifestInvalid(f"{path}: {len(missing)} chunk(s) not uploaded")
-    data = b"".join(storage.get(chunk_key(sha)) for sha in chunks)
-    # A one-chunk file is its chunk, whose bytes were hashed against its name on arrival.
-    hashed = chunks == [sha256] or hashlib.sha256(data).hexdigest() == sha256
-    if len(data) != size or not hashed:
+    if chunks == [sha256]:
+        matches = storage.size(keys[0]) == size
+    else:
+        digest = hashlib.sha256()
+        total = 0
+        for key in keys:
+            data = storage.get(key)
+            digest.update(data)
+            total += len(data)
+        matches = total == size and digest.hexdigest() == sha256
+    if not matches:
         raise ManifestInvalid(f"{path}: size or SHA-256 differs from the manifest")
-    return data
 
 
-def _parse(entry: ManifestFile, data: bytes, manifest: StudyManifest) -> Dataset:
+def _parse(entry: ManifestFile, stream: BinaryIO, manifest: StudyManifest) -> Dataset:
+    """The file's header (pydicom reads up to its pixels, not beyond)."""
     try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError):
+        ds = pydicom.dcmread(stream, stop_before_pixels=True)
+    except (InvalidDicomError, EOFError, ValueError, TypeError, KeyError, OSError):
         raise ManifestInvalid(f"{entry.path}: not a readable DICOM file") from None
     for keyword, expected in (
         ("SOPInstanceUID", entry.sop_instance_uid),
@@ -244,11 +303,16 @@ def _parse(entry: ManifestFile, data: bytes, manifest: StudyManifest) -> Dataset
 
 def _latest_shifted_date(profile_name: str) -> dt.date:
     """A shifted date lies at least ``max_days`` in the past (the profile's shift window)."""
+    return dt.datetime.now(dt.UTC).date() + dt.timedelta(days=_max_offset_days(profile_name))
+
+
+@functools.lru_cache(maxsize=64)
+def _max_offset_days(profile_name: str) -> int:
+    """The profile's shift window, parsed once per name (profiles ship with the code)."""
     try:
-        profile = load_profile(profile_name)
+        return load_profile(profile_name).max_offset_days
     except Exception:  # a node-local profile file: only the future is out of range
-        return dt.datetime.now(dt.UTC).date()
-    return dt.datetime.now(dt.UTC).date() + dt.timedelta(days=profile.max_offset_days)
+        return 0
 
 
 def _summary(datasets: list[Dataset]) -> dict[str, object]:

@@ -92,7 +92,10 @@ def workspace_prefix(project: str, subject_key: str, study_uid: str) -> str:
 
 
 def accept(*, session: Session, storage: Storage, reviewer: str, study_id: int) -> ReceivedStudy:
-    """Move the study's files from quarantine into the project's workspace."""
+    """Move the study's files from quarantine into the project's workspace, and index them
+    for DICOMweb now, so that a project's first search does not read every study it holds."""
+    from hub.dicomweb import index  # noqa: PLC0415 - the index reads curation's studies
+
     study = _pending_review(session, study_id)
     project = _project(session, study).name
     source = quarantine_prefix(project, study.study_uid)
@@ -100,6 +103,7 @@ def accept(*, session: Session, storage: Storage, reviewer: str, study_id: int) 
     for key in storage.list(source):
         storage.move(key, f"{target}/{key[len(source) + 1 :]}")
     _decide(session, study, reviewer, StudyState.ACCEPTED, "")
+    index.index_study(session=session, storage=storage, received_study_id=study.id)
     return study
 
 

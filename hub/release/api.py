@@ -12,6 +12,7 @@ from fastapi import Path as PathParam
 
 from common.schemas.channel import API_PREFIX
 from common.schemas.release import (
+    MAX_BATCH_CHUNKS,
     SHA256_PATTERN,
     ChunkQuery,
     ChunksHeld,
@@ -96,6 +97,23 @@ async def put_chunk(
 ) -> dict[str, bool]:
     body = await request.body()
     stored = await anyio.to_thread.run_sync(quarantine.put_chunk, storage, sha256, body)
+    return {"stored": stored}
+
+
+@channel.post(
+    "/chunks",
+    summary="Several content-addressed chunks: their bytes back to back, in the order of the "
+    "query's `part=SHA-256:size`",
+)
+async def put_chunks(
+    part: Annotated[list[str], Query(description=f"1 to {MAX_BATCH_CHUNKS} of them")],
+    request: Request,
+    _node: SignedNode,
+    storage: StorageDep,
+) -> dict[str, int]:
+    body = await request.body()  # read once already, to check the node's signature
+    parts = quarantine.batch_parts(part, len(body))
+    stored = await anyio.to_thread.run_sync(quarantine.put_chunks, storage, parts, body)
     return {"stored": stored}
 
 

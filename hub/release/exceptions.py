@@ -27,6 +27,10 @@ class ChunkMismatch(InvalidRequest):
         super().__init__(f"chunk {sha256}: the bytes sent do not hash to this name")
 
 
+class BatchInvalid(InvalidRequest):
+    """A batch of chunks whose parts do not add up to its body (names the part, by index)."""
+
+
 class ManifestInvalid(InvalidRequest):
     """A manifest, its signature or a file it lists fails verification (names what, never a
     value)."""

@@ -1,4 +1,5 @@
-"""Data requests in the node's API (under the node's token): list, read, approve, decline."""
+"""Data requests in the node's API (under the node's token): list, read, approve, decline,
+and retry a failed release."""
 
 from __future__ import annotations
 
@@ -39,6 +40,19 @@ def get_request(request_id: int, session: SessionDep) -> ReleaseRequestRead:
 async def approve(request_id: int, request: Request, node: RuntimeDep) -> ReleaseRequestRead:
     run = partial(
         workflow.approve_and_release, node.sessions, node.settings, request_id, _actor(request)
+    )
+    await anyio.to_thread.run_sync(run)
+    with transaction(node.sessions) as session:
+        return releases.read(releases.require(session=session, hub_request_id=request_id))
+
+
+@router.post(
+    "/{request_id}/retry",
+    summary="Retry a failed release: stage 2 again, then upload what the hub lacks",
+)
+async def retry(request_id: int, request: Request, node: RuntimeDep) -> ReleaseRequestRead:
+    run = partial(
+        workflow.retry_and_release, node.sessions, node.settings, request_id, _actor(request)
     )
     await anyio.to_thread.run_sync(run)
     with transaction(node.sessions) as session:

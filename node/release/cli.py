@@ -1,6 +1,6 @@
-"""`havenet node requests list|show|approve|decline|rejections`: hospital IT decides on the
-hub's data requests; approval runs stage 2 at once and queues the studies for upload (the
-running node sends them)."""
+"""`havenet node requests list|show|approve|decline|retry|rejections`: hospital IT decides on
+the hub's data requests; approval runs stage 2 at once and queues the studies for upload (the
+running node sends them); a failed release can be retried."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from common.schemas.release import ReleaseState
 from node.federation.cli import ConfigOption, DataDirOption, _actor, _fail, _sessions, _settings
 from node.release import service as releases
 from node.release import workflow
+from node.release.stage2 import Stage2Result
 from node.store.db import transaction
 
 requests_app = typer.Typer(
-    help="Data requests from the hub: list, approve (stage 2 and upload) or decline.",
+    help="Data requests from the hub: list, approve (stage 2 and upload), decline or retry.",
     no_args_is_help=True,
 )
 
@@ -81,15 +82,34 @@ def approve(
             result = workflow.approve_and_release(sessions, settings, request_id, _actor())
     except HavenetError as exc:
         raise _fail(str(exc)) from None
+    _print_queued("approved", result)
+
+
+def _print_queued(done: str, result: Stage2Result) -> None:
     studies = [m for m in result.manifests if m.files]
     files = sum(len(m.files) for m in studies)
     records = len(result.manifests) - len(studies)
     typer.echo(
-        f"approved: {len(studies)} studies ({files} files) and {records} patients' clinical "
+        f"{done}: {len(studies)} studies ({files} files) and {records} patients' clinical "
         f"records queued for upload, {len(result.held)} held"
     )
     for held in result.held:
         typer.echo(f"  held {held.sop_uid}: {held.reason}")
+
+
+@requests_app.command("retry")
+def retry(
+    request_id: RequestId, config: ConfigOption = None, data_dir: DataDirOption = None
+) -> None:
+    """Retry a failed release (stage 2 failed, or the hub refused a study): stage 2 runs
+    again and every study is queued again; the hub keeps what it has."""
+    settings = _settings(config, data_dir)
+    try:
+        with _sessions(settings) as sessions:
+            result = workflow.retry_and_release(sessions, settings, request_id, _actor())
+    except HavenetError as exc:
+        raise _fail(str(exc)) from None
+    _print_queued("retried", result)
 
 
 @requests_app.command("decline")

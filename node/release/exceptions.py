@@ -13,3 +13,10 @@ class RequestNotFound(NotFound):
 class AlreadyDecided(Conflict):
     def __init__(self, request_id: int, state: str) -> None:
         super().__init__(f"data request {request_id} is {state} already")
+
+
+class NothingToRetry(Conflict):
+    def __init__(self, request_id: int, state: str) -> None:
+        super().__init__(
+            f"data request {request_id} is {state} and none of its studies failed: nothing to retry"
+        )

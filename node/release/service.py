@@ -32,7 +32,7 @@ from common.schemas.release import (
 )
 from node.release import selection as selections
 from node.release import stage2
-from node.release.exceptions import AlreadyDecided, RequestNotFound
+from node.release.exceptions import AlreadyDecided, NothingToRetry, RequestNotFound
 from node.release.models import HeldFile, OutboxItem, OutboxState, Rejection, ReleaseRequest
 from node.release.schemas import (
     HeldFileRead,
@@ -234,6 +234,45 @@ def fail(*, session: Session, hub_request_id: int, reason: str) -> None:
     request.reason = reason
     _report(session, request, ReleaseState.FAILED, reason)
     _audit(session, "node", "release.failed", request, reason=reason)
+
+
+def study_failed(*, session: Session, item: OutboxItem, reason: str) -> None:
+    """A study the hub refused (or whose files changed since stage 2) fails its request, so
+    that hospital IT and the hub see it, and a retry can run stage 2 again."""
+    item.state = OutboxState.FAILED
+    item.last_error = reason[:500]
+    request = require_by_pk(session=session, pk=item.request_id)
+    if ReleaseState(request.state) in {ReleaseState.APPROVED, ReleaseState.RELEASING}:
+        fail(session=session, hub_request_id=request.hub_request_id, reason=f"upload: {reason}")
+
+
+def retry(*, session: Session, hub_request_id: int, actor: str) -> ReleaseRequest:
+    """A failed release made ready to run again (approved, audited): stage 2 runs next and
+    writes the same files, and every study is queued afresh — the hub acknowledges those it
+    holds, and the chunks it holds are not sent again."""
+    request = require(session=session, hub_request_id=hub_request_id)
+    failed = _failed_studies(session, request)
+    if ReleaseState(request.state) != ReleaseState.FAILED and not failed:
+        raise NothingToRetry(hub_request_id, ReleaseState(request.state).value)
+    previous = request.reason
+    request.state = ReleaseState.APPROVED
+    request.reason = ""
+    _audit(session, actor, "release.retried", request, reason=previous, failed_studies=failed)
+    return request
+
+
+def _failed_studies(session: Session, request: ReleaseRequest) -> int:
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(OutboxItem)
+            .where(
+                OutboxItem.request_id == request.id,
+                OutboxItem.kind == "study",
+                OutboxItem.state == OutboxState.FAILED,
+            )
+        ).scalar_one()
+    )
 
 
 def complete(*, session: Session) -> None:

@@ -7,20 +7,25 @@ upload cut short (the node killed, the hub gone) resumes without re-sending a by
 has. While the hub cannot be reached the worker backs off (doubling, with jitter, up to
 ``hub_retry_max_seconds``) and the outbox waits in the database, across restarts.
 
-Chunks go on ``release_upload_workers`` threads and two studies are in flight at once, so
-the wire stays busy while the hub verifies a manifest. A request is reported released by
-the worker itself once every study of it is sent (:func:`node.release.service.complete`).
+Chunks go several to a request (up to 16 MiB: a request costs the hub's signed channel more
+than megabytes of body do), on ``release_upload_workers`` threads, and two studies are in
+flight at once, so the wire stays busy while the hub verifies a manifest. A request is
+reported released by the worker itself once every study of it is sent
+(:func:`node.release.service.complete`); a study the hub refuses fails its request, which
+hospital IT may retry.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import random
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 from sqlalchemy import update
@@ -28,6 +33,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from common.schemas.channel import API_PREFIX
 from common.schemas.release import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_CHUNKS,
     MAX_CHUNKS_PER_QUERY,
     ChunksHeld,
     SignedManifest,
@@ -172,8 +179,11 @@ class Uploader:
             with transaction(self.sessions) as session:
                 item = session.get(OutboxItem, item_id)
                 assert item is not None
-                item.state = OutboxState.FAILED
-                item.last_error = exc.detail[:500]
+                if kind == "study":
+                    releases.study_failed(session=session, item=item, reason=exc.detail)
+                else:
+                    item.state = OutboxState.FAILED
+                    item.last_error = exc.detail[:500]
             return
         with transaction(self.sessions) as session:
             item = session.get(OutboxItem, item_id)
@@ -190,34 +200,19 @@ class Uploader:
     ) -> None:
         manifest = StudyManifest.model_validate(body["manifest"])
         root = self.settings.data_dir / str(body["root"])
-        chunk_bytes = int(str(body["chunk_bytes"]))
-        held = self._held(hub, manifest)
-        missing: dict[str, tuple[str, int]] = {}  # chunk → (file, position): each sent once
-        files = [(e.path, e.chunks) for e in manifest.files]
-        files += [(e.path, e.chunks) for e in manifest.records]
-        for path, hashes in files:
-            for index, sha in enumerate(hashes):
-                if sha not in held:
-                    missing.setdefault(sha, (path, index))
+        missing = _missing(manifest, self._held(hub, manifest), int(str(body["chunk_bytes"])))
 
-        def send(sha: str) -> None:
+        def send(batch: list[_Chunk]) -> None:
             if self._stop.is_set():
                 return
-            path, index = missing[sha]
-            with (root / path).open("rb") as handle:
-                handle.seek(index * chunk_bytes)
-                block = handle.read(chunk_bytes)
-            try:  # the hub hashes the bytes against the name: no second hash here
-                _put(hub, f"{API_PREFIX}/chunks/{sha}", block)
-            except HubRefused as exc:
-                raise FileChanged(path) if exc.status == _CHUNK_MISMATCH else exc from None
-            self._count_chunk(item_id)
+            _send_batch(hub, root, batch)
+            self._count_chunks(item_id, len(batch))
 
         if turn is None:
-            for sha in missing:
-                send(sha)
+            for batch in _batches(missing):
+                send(batch)
         else:
-            _all_or_first_error([turn.chunks.submit(send, sha) for sha in missing])
+            _all_or_first_error([turn.chunks.submit(send, batch) for batch in _batches(missing)])
             if turn.after is not None:
                 turn.after.wait()
         if self._stop.is_set():  # stopped mid-study: the rest waits in the outbox
@@ -239,14 +234,75 @@ class Uploader:
             held.update(ChunksHeld.model_validate(answer).held)
         return held
 
-    def _count_chunk(self, item_id: int) -> None:
+    def _count_chunks(self, item_id: int, count: int) -> None:
         # One statement, not read-then-write: two upload threads count at once.
         with transaction(self.sessions) as session:
             session.execute(
                 update(OutboxItem)
                 .where(OutboxItem.id == item_id)
-                .values(chunks_sent=OutboxItem.chunks_sent + 1)
+                .values(chunks_sent=OutboxItem.chunks_sent + count)
             )
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """Where a chunk's bytes are: a released file, at an offset."""
+
+    sha256: str
+    path: str
+    offset: int
+    size: int
+
+
+def _missing(manifest: StudyManifest, held: set[str], chunk_bytes: int) -> list[_Chunk]:
+    """The chunks of the study's files and records that the hub does not hold, each once."""
+    missing: dict[str, _Chunk] = {}
+    files = [(e.path, e.size, e.chunks) for e in manifest.files]
+    files += [(e.path, e.size, e.chunks) for e in manifest.records]
+    for path, size, hashes in files:
+        for index, sha in enumerate(hashes):
+            if sha not in held and sha not in missing:
+                offset = index * chunk_bytes
+                missing[sha] = _Chunk(sha, path, offset, min(chunk_bytes, size - offset))
+    return list(missing.values())
+
+
+def _batches(chunks: list[_Chunk]) -> list[list[_Chunk]]:
+    """Chunks in order, grouped into requests the hub takes (a request costs both sides more
+    than a few megabytes of body do)."""
+    batches: list[list[_Chunk]] = []
+    size = 0
+    for chunk in chunks:
+        full = batches and (
+            len(batches[-1]) == MAX_BATCH_CHUNKS or size + chunk.size > MAX_BATCH_BYTES
+        )
+        if not batches or full:
+            batches.append([])
+            size = 0
+        batches[-1].append(chunk)
+        size += chunk.size
+    return batches
+
+
+def _send_batch(hub: httpx.Client, root: Path, batch: list[_Chunk]) -> None:
+    """One request of chunks; a file changed since stage 2 fails its study, named."""
+    blocks = []
+    for chunk in batch:
+        with (root / chunk.path).open("rb") as handle:
+            handle.seek(chunk.offset)
+            blocks.append(handle.read(chunk.size))
+        if len(blocks[-1]) != chunk.size:
+            raise FileChanged(chunk.path)
+    parts = {"part": [f"{chunk.sha256}:{chunk.size}" for chunk in batch]}
+    try:  # the hub hashes the bytes against the names: no second hash here
+        _post_bytes(hub, f"{API_PREFIX}/chunks", parts, b"".join(blocks))
+    except HubRefused as exc:
+        if exc.status != _CHUNK_MISMATCH:
+            raise
+        for chunk, block in zip(batch, blocks, strict=True):
+            if hashlib.sha256(block).hexdigest() != chunk.sha256:
+                raise FileChanged(chunk.path) from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -278,10 +334,15 @@ def _post(hub: httpx.Client, path: str, body: object) -> object:
         raise unreachable(exc) from None
 
 
-def _put(hub: httpx.Client, path: str, data: bytes) -> object:
+def _post_bytes(hub: httpx.Client, path: str, params: dict[str, list[str]], data: bytes) -> object:
     try:
         return checked(
-            hub.put(path, content=data, headers={"Content-Type": "application/octet-stream"})
+            hub.post(
+                path,
+                params=params,
+                content=data,
+                headers={"Content-Type": "application/octet-stream"},
+            )
         )
     except httpx.HTTPError as exc:
         raise unreachable(exc) from None

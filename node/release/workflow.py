@@ -26,6 +26,21 @@ def approve_and_release(
 ) -> Stage2Result:
     with transaction(sessions) as session:
         releases.approve(session=session, hub_request_id=hub_request_id, actor=actor)
+    return _release_or_fail(sessions, settings, hub_request_id)
+
+
+def retry_and_release(
+    sessions: sessionmaker[Session], settings: NodeSettings, hub_request_id: int, actor: str
+) -> Stage2Result:
+    """A failed release again: stage 2 afresh (the same files), every study queued again."""
+    with transaction(sessions) as session:
+        releases.retry(session=session, hub_request_id=hub_request_id, actor=actor)
+    return _release_or_fail(sessions, settings, hub_request_id)
+
+
+def _release_or_fail(
+    sessions: sessionmaker[Session], settings: NodeSettings, hub_request_id: int
+) -> Stage2Result:
     try:
         return stream_release(sessions, settings, hub_request_id)
     except Exception as exc:

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from hub.curation.models import StudyState
+from hub.db import transaction
+from hub.deps import Runtime
+from hub.dicomweb import index
+from hub.dicomweb.models import IndexedStudy
+from hub.users.models import Project
+from tests.unit.hub.conftest import bearer
 from tests.unit.hub.dicomweb.conftest import ROOT, Workspace, get, released_ct, value
 
 STUDY_UID = "0020000D"
@@ -164,3 +171,19 @@ def test_a_search_that_matches_nothing_is_an_empty_list(
     response = get(client, "/studies?PatientID=NOBODY", researcher)
 
     assert (response.status_code, response.json()) == (200, [])
+
+
+def test_a_study_is_indexed_when_a_curator_accepts_it_not_at_the_first_search(
+    client: TestClient, researcher: str, curator: str, runtime: Runtime, workspace: Workspace
+) -> None:
+    study_id = workspace.add(released_ct("BV-0001", 1), state=StudyState.AWAITING_REVIEW)
+    accepted = client.post(f"/api/v1/curation/{study_id}/accept", headers=bearer(curator))
+    assert accepted.status_code == 200, accepted.text
+    with transaction(runtime.sessions) as session:
+        indexed = session.execute(select(IndexedStudy)).scalars().all()
+        assert [(s.received_study_id, s.study_uid) for s in indexed] == [(study_id, "2.25.1")]
+        project = session.get(Project, indexed[0].project_id)
+        assert project is not None
+        assert index.pending(session=session, project=project) == []
+
+    assert study_uids(get(client, "/studies", researcher).json()) == ["2.25.1"]

@@ -6,18 +6,24 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 from typing import Any
 
+import httpx
+import pytest
 from fastapi.testclient import TestClient
 from pydicom.dataset import Dataset
 
 from common import signing
 from common.schemas.channel import API_PREFIX
-from common.schemas.release import StudyManifest, canonical_manifest
+from common.schemas.release import MAX_BATCH_CHUNKS, StudyManifest, canonical_manifest
 from hub.curation.scan import scan
 from node.release import service as releases
+from node.release import workflow
+from node.release.exceptions import NothingToRetry
 from node.release.models import OutboxItem
 from node.store.db import transaction
+from node.store.models import AuditRecord
 from tests.unit.hub.conftest import PROJECT, bearer
 from tests.unit.hub.release.conftest import Site, file_request
 
@@ -178,3 +184,106 @@ def test_a_released_file_changed_before_upload_fails_its_study_naming_the_file(
         study = session.query(OutboxItem).filter_by(kind="study").one()
         assert (study.state, study.chunks_sent) == ("failed", 0)
         assert study.last_error == f"{entry.path}: the file changed since stage 2"
+
+
+def post_batch(site: Site, blocks: list[bytes], names: list[str] | None = None) -> httpx.Response:
+    """Chunks in one signed request, as the node's upload worker sends them."""
+    names = names or [hashlib.sha256(block).hexdigest() for block in blocks]
+    parts = [f"{name}:{len(block)}" for name, block in zip(names, blocks, strict=True)]
+    with site.uploader().make_client() as channel:
+        return channel.post(
+            f"{API_PREFIX}/chunks", params={"part": parts}, content=b"".join(blocks)
+        )
+
+
+def held(site: Site, blocks: list[bytes]) -> list[str]:
+    hashes = [hashlib.sha256(block).hexdigest() for block in blocks]
+    answer = site.signer.request("POST", f"{API_PREFIX}/chunks/held", {"hashes": hashes})
+    found: list[str] = answer.json()["held"]
+    return found
+
+
+def test_a_batch_of_chunks_is_stored_each_under_its_name_and_only_once(site: Site) -> None:
+    blocks = [b"first chunk", b"second chunk", bytes(range(256)) * 2048]  # the last one big
+    assert post_batch(site, blocks).json() == {"stored": 3}
+    assert len(held(site, blocks)) == 3
+    assert post_batch(site, blocks).json() == {"stored": 0}
+
+
+def test_a_batch_with_a_chunk_that_does_not_match_its_name_stores_none_of_it(site: Site) -> None:
+    blocks = [b"as meant", b"as sent"]
+    names = [hashlib.sha256(b"as meant").hexdigest(), hashlib.sha256(b"as meant?").hexdigest()]
+    refused = post_batch(site, blocks, names)
+    assert refused.status_code == 422
+    assert names[1] in refused.json()["detail"]
+    assert held(site, blocks) == []
+
+
+def test_a_batch_whose_parts_do_not_add_up_to_its_body_is_refused(site: Site) -> None:
+    name = hashlib.sha256(b"abc").hexdigest()
+    with site.uploader().make_client() as channel:
+        short = channel.post(f"{API_PREFIX}/chunks", params={"part": f"{name}:2"}, content=b"abc")
+        many = channel.post(
+            f"{API_PREFIX}/chunks",
+            params={"part": [f"{name}:0"] * (MAX_BATCH_CHUNKS + 1)},
+            content=b"",
+        )
+        garbled = channel.post(f"{API_PREFIX}/chunks", params={"part": "abc:3"}, content=b"abc")
+    assert short.status_code == 422 and "add up" in short.json()["detail"]
+    assert many.status_code == 422 and f"1 to {MAX_BATCH_CHUNKS}" in many.json()["detail"]
+    assert garbled.status_code == 422 and "part 0" in garbled.json()["detail"]
+
+
+def test_a_study_of_small_files_goes_in_one_request_and_every_chunk_is_counted(
+    client: TestClient, researcher: str, site: Site
+) -> None:
+    uid = site.store(1, 1).study_uid
+    site.store(1, 2)
+    site.store(1, 3)
+    request = file_request(client, researcher, study_uids=[uid])
+    site.receive_tasks()
+    site.approve(request["id"])
+    paths: list[str] = []
+    uploader = site.uploader()
+    with uploader.make_client() as channel:
+        channel.event_hooks["request"].append(lambda sent: paths.append(sent.url.path))
+        while uploader.send_due(channel):
+            pass
+    assert paths.count(f"{API_PREFIX}/chunks") == 1
+    with transaction(site.sessions) as session:
+        study = session.query(OutboxItem).filter_by(kind="study").one()
+        assert (study.state, study.chunks_sent) == ("sent", 3)
+
+
+def test_a_failed_release_is_retried_by_hospital_it_and_reaches_the_hub(
+    client: TestClient, researcher: str, site: Site
+) -> None:
+    manifest = approved_manifest(client, researcher, site)
+    [entry] = manifest.files
+    released = site.settings.data_dir / "release" / PROJECT / entry.path
+    released.write_bytes(released.read_bytes()[:-1] + b"X")
+    site.upload()
+    request_id = manifest.request_id
+    assert hub_state(client, researcher, request_id) == "failed"
+    with transaction(site.sessions) as session:
+        request = releases.require(session=session, hub_request_id=request_id)
+        assert request.state == "failed"
+        assert request.reason == f"upload: {entry.path}: the file changed since stage 2"
+
+    workflow.retry_and_release(site.sessions, site.settings, request_id, "it-admin")
+    site.upload()
+    assert hub_state(client, researcher, request_id) == "released"
+    with transaction(site.sessions) as session:
+        study = session.query(OutboxItem).filter_by(kind="study").one()
+        assert study.state == "sent"
+        retried = session.query(AuditRecord).filter_by(action="release.retried").one()
+        assert retried.actor == "it-admin"
+        assert json.loads(retried.details)["failed_studies"] == 1
+    with pytest.raises(NothingToRetry):
+        workflow.retry_and_release(site.sessions, site.settings, request_id, "it-admin")
+
+
+def hub_state(client: TestClient, researcher: str, request_id: int) -> str:
+    answer = client.get(f"/api/v1/requests/{request_id}", headers=bearer(researcher)).json()
+    found: str = answer["targets"][0]["state"]
+    return found

@@ -3,6 +3,7 @@ the storage folder."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,36 @@ def test_an_object_composed_of_parts_reads_as_their_bytes_and_moves_as_one(
     storage.delete("quarantine/p1/a.dcm")
     assert storage.list("quarantine") == []
     assert storage.get("chunks/bb/two") == b"two"  # the parts stay
+
+
+def test_a_big_object_reads_back_byte_for_byte_with_or_without_direct_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = bytes(range(256)) * 4099  # not a whole number of disk blocks
+    storage = LocalStorage(tmp_path)
+    storage.put("chunks/aa/direct", data)
+    monkeypatch.delattr(os, "O_DIRECT")  # a platform without it: written through the cache
+    storage.put("chunks/aa/cached", data)
+    for key in ("chunks/aa/direct", "chunks/aa/cached"):
+        assert storage.get(key) == data
+        assert storage.size(key) == len(data)
+    assert sorted(p.name for p in (tmp_path / "chunks" / "aa").iterdir()) == ["cached", "direct"]
+
+
+def test_an_object_is_opened_as_a_stream_and_a_composed_one_as_its_parts_joined(
+    tmp_path: Path,
+) -> None:
+    storage = LocalStorage(tmp_path)
+    storage.put("chunks/aa/one", b"one,")
+    storage.put("chunks/bb/two", b"two")
+    storage.compose("incoming/p1/a.dcm", ["chunks/aa/one", "chunks/bb/two"])
+    storage.compose("incoming/p1/b.dcm", ["chunks/bb/two"])
+    with storage.open("incoming/p1/a.dcm") as stream:
+        assert stream.read() == b"one,two"
+    with storage.open("incoming/p1/b.dcm") as stream:
+        assert stream.read(2) == b"tw"
+    assert storage.size("incoming/p1/a.dcm") == 7
+    with pytest.raises(ObjectNotFound):
+        storage.open("incoming/p1/c.dcm")
+    with pytest.raises(ObjectNotFound):
+        storage.size("incoming/p1/c.dcm")

@@ -61,3 +61,9 @@ def test_a_request_shows_what_it_selects_here_in_counts_only(client: TestClient)
         "megabytes": 0.0,
         "patients_with_records": 0,
     }
+
+
+def test_a_release_that_has_not_failed_is_not_retried(client: TestClient) -> None:
+    refused = client.post("/api/v1/requests/5/retry", headers=AUTH)
+    assert refused.status_code == 409
+    assert "nothing to retry" in refused.json()["detail"]
