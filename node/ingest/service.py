@@ -460,10 +460,11 @@ class Ingest:
             if item is _STOP:
                 return
             batch = [item]
+            held = _arrivals(item)
             deadline = time.monotonic() + BATCH_WAIT
             while len(batch) < BATCH_LIMIT:
                 left = deadline - time.monotonic()
-                if left <= 0 or (self._results.empty() and self._quiet()):
+                if left <= 0 or (self._results.empty() and self._quiet(held)):
                     break  # nothing more is coming soon: no reason to hold these back
                 try:
                     more = self._results.get(timeout=min(left, _BATCH_POLL))
@@ -473,16 +474,22 @@ class Ingest:
                     self._results.put(_STOP)
                     break
                 batch.append(more)
+                held += _arrivals(more)
             try:
                 self._handle(batch)
             except Exception:  # never let the writer die: what is not written stays spooled
                 logger.exception("ingest: writing a batch failed")
 
-    def _quiet(self) -> bool:
-        """Nothing in the pool, nothing waiting for it, and no arrival a moment ago (a sender
-        in the middle of a push sends the next one within milliseconds)."""
+    def _quiet(self, held: int) -> bool:
+        """Nothing in the pool (the writer ``held`` the arrivals handed to it), nothing
+        waiting for it, and no arrival a moment ago (a sender in the middle of a push sends
+        the next one within milliseconds).
+
+        Arrivals, not tasks: the dispatcher holds a task slot while it waits for the next
+        arrival, so an idle pool always has a task; counted, the last batch of every push
+        waited the whole ``BATCH_WAIT``."""
         with self._lock:
-            if self._tasks or self._backlog or not self._queue.empty():
+            if self._in_flight > held or self._backlog or not self._queue.empty():
                 return False
             return time.monotonic() - self._last_arrival > _QUIET
 
@@ -687,6 +694,11 @@ class Ingest:
                 if job_id is not None:
                     self._pending_jobs[job_id] -= 1
             self._changed.notify_all()
+
+
+def _arrivals(item: _Done | _Refused | object) -> int:
+    """How many arrivals handed to the pool a writer's item settles."""
+    return len(item.entries) if isinstance(item, _Done) else 0
 
 
 def _remove_dead_workers_files(staging: Path) -> None:

@@ -213,6 +213,24 @@ def test_an_arrival_is_pseudonymized_and_stored_with_its_rows(
     assert_consistent(settings, sessions)
 
 
+def test_the_last_arrivals_of_a_push_are_stored_without_waiting_for_more(
+    monkeypatch: pytest.MonkeyPatch, settings: NodeSettings, sessions: sessionmaker[Session]
+) -> None:
+    monkeypatch.setattr(ingest_service, "BATCH_WAIT", 10.0)  # how long a batch may wait
+    running = Ingest(settings, sessions)
+    running.start()
+    try:
+        for number in range(3):
+            sop_uid = f"1.2.826.0.1.3680043.10.1.1.1.{number + 7}"
+            running.accept(encode(ct_dataset(sop_uid=sop_uid)), source="c-store PACS")
+        started = time.monotonic()
+        running.drain(30)
+        assert time.monotonic() - started < 5.0  # the sender sent its last: nothing to wait for
+    finally:
+        running.stop()
+    assert len(instances(sessions)) == 3
+
+
 def test_a_job_waits_for_its_own_arrivals_not_for_the_whole_node(
     ingest: Ingest, settings: NodeSettings, sessions: sessionmaker[Session]
 ) -> None:
