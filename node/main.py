@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import __version__
@@ -47,6 +48,7 @@ from node.query import api as query_api
 from node.query import scheduled as query_scheduled
 from node.release import api as release_api
 from node.release import upload as release_upload
+from node.release import workflow as release_workflow
 from node.settings import NodeSettings
 from node.store.db import make_engine, make_sessionmaker, migrate
 from node.web import pages as web_pages
@@ -121,6 +123,20 @@ def create_app(settings: NodeSettings) -> FastAPI:
     return app
 
 
+def _resume_interrupted_releases(settings: NodeSettings, sessions: sessionmaker[Session]) -> None:
+    """Stage 2 again, in the background, for requests approved before this start whose
+    stage 2 did not finish (listed now, so an approval after the start is not among them).
+    A daemon thread, like the ontology's: a stop cuts it off, and the next start resumes."""
+    cut_off = release_workflow.interrupted(sessions)
+    if cut_off:
+        threading.Thread(
+            target=release_workflow.resume,
+            args=(sessions, settings, cut_off),
+            name="release-resume",
+            daemon=True,
+        ).start()
+
+
 def _load_ontology(engine: Engine) -> None:
     try:
         loader.ensure_loaded(engine)
@@ -159,6 +175,7 @@ def start(settings: NodeSettings) -> api.Runtime:
                 target=_load_ontology, args=(engine,), name="ontology", daemon=True
             ).start()
         undo.callback(scheduler.shutdown, wait=False)
+        _resume_interrupted_releases(settings, sessions)
         undo.pop_all()
     logger.info(
         "node started: DICOM %s on %s:%d, API on %s:%d",

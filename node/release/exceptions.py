@@ -20,3 +20,8 @@ class NothingToRetry(Conflict):
         super().__init__(
             f"data request {request_id} is {state} and none of its studies failed: nothing to retry"
         )
+
+
+class Stage2Busy(Conflict):
+    def __init__(self, request_id: int) -> None:
+        super().__init__(f"stage 2 of data request {request_id} runs in another process")
