@@ -13,17 +13,18 @@ import logging
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, FastAPI, Header, Request
+from fastapi import APIRouter, FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from common.web.render import FrameUnreadable
 from hub import audit
 from hub.db import transaction
 from hub.deps import CurrentUser, Runtime, RuntimeDep, SessionDep
-from hub.dicomweb import index, multipart
+from hub.dicomweb import frames, index, multipart
 from hub.dicomweb import service as dicomweb
-from hub.dicomweb.exceptions import DicomwebError, MissingFromStorage
+from hub.dicomweb.exceptions import BadQuery, DicomwebError, MissingFromStorage, NotAcceptable
 from hub.dicomweb.schemas import (
     Level,
     parse_qido,
@@ -378,6 +379,122 @@ def bulk_data(
         b"".join(multipart.octet_parts([value], boundary)),
         media_type=multipart.content_type(multipart.OCTET_STREAM, boundary),
     )
+
+
+# -- frames and rendered images (what web viewers draw with) ------------------------------
+
+INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
+
+
+@router.get(INSTANCE + "/frames/{frame_list}", summary="WADO-RS: frames of an instance")
+def retrieve_frames(
+    project: str,
+    study: str,
+    series: str,
+    instance: str,
+    frame_list: str,
+    user: CurrentUser,
+    hub: RuntimeDep,
+    session: SessionDep,
+    storage: StorageDep,
+    accept: Accept = None,
+) -> Response:
+    """Decoded to native little endian, or as stored with ``transfer-syntax=*``."""
+    numbers = frames.frame_numbers(frame_list)
+    syntax = frames.frames_syntax(accept)
+    data = _instance_bytes(user, hub, session, storage, project, study, series, instance)
+    try:
+        found = [(f.data, f.transfer_syntax) for f in frames.frames(data, numbers, syntax)]
+    except FrameUnreadable as exc:  # this hub cannot decode it: as stored is what it can send
+        raise NotAcceptable(f"{exc}; ask transfer-syntax=* for the frames as stored") from None
+    boundary = multipart.new_boundary()
+    return Response(
+        b"".join(multipart.frame_parts(found, boundary)),
+        media_type=multipart.content_type(multipart.OCTET_STREAM, boundary),
+    )
+
+
+@router.get(INSTANCE + "/rendered", summary="WADO-RS: an instance's first frame, rendered")
+def rendered_instance(
+    project: str,
+    study: str,
+    series: str,
+    instance: str,
+    user: CurrentUser,
+    hub: RuntimeDep,
+    session: SessionDep,
+    storage: StorageDep,
+    accept: Accept = None,
+    window: Annotated[str | None, Query(description="center,width[,linear]")] = None,
+) -> Response:
+    return _rendered(
+        user, hub, session, storage, project, study, series, instance, 1, accept, window
+    )
+
+
+@router.get(INSTANCE + "/frames/{frame}/rendered", summary="WADO-RS: one frame, rendered")
+def rendered_frame(
+    project: str,
+    study: str,
+    series: str,
+    instance: str,
+    frame: str,
+    user: CurrentUser,
+    hub: RuntimeDep,
+    session: SessionDep,
+    storage: StorageDep,
+    accept: Accept = None,
+    window: Annotated[str | None, Query(description="center,width[,linear]")] = None,
+) -> Response:
+    numbers = frames.frame_numbers(frame)
+    if len(numbers) != 1:
+        raise BadQuery("frames", "one frame is rendered at a time")
+    return _rendered(
+        user, hub, session, storage, project, study, series, instance, numbers[0], accept, window
+    )
+
+
+def _rendered(
+    user: User,
+    hub: Runtime,
+    session: Session,
+    storage: Storage,
+    project: str,
+    study: str,
+    series: str,
+    instance: str,
+    number: int,
+    accept: str | None,
+    window: str | None,
+) -> Response:
+    media_type = frames.rendered_type(accept)
+    chosen = frames.window_parameter(window)
+    data = _instance_bytes(user, hub, session, storage, project, study, series, instance)
+    try:
+        picture = frames.rendered(data, number, media_type, chosen)
+    except FrameUnreadable as exc:
+        raise NotAcceptable(str(exc)) from None
+    return Response(picture, media_type=media_type)
+
+
+def _instance_bytes(
+    user: User,
+    hub: Runtime,
+    session: Session,
+    storage: Storage,
+    project: str,
+    study: str,
+    series: str,
+    instance: str,
+) -> bytes:
+    found = _workspace(user, hub, session, storage, project)
+    (stored,) = dicomweb.retrieve(
+        session=session, project=found, study_uid=study, series_uid=series, sop_uid=instance
+    )
+    if not storage.exists(stored.storage_key):
+        logger.error("a DICOMweb frame request found its indexed file missing from storage")
+        raise MissingFromStorage(1)
+    return storage.get(stored.storage_key)
 
 
 # -- the workspace ------------------------------------------------------------------------

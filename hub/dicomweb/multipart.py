@@ -53,6 +53,15 @@ def octet_parts(values: Iterable[bytes], boundary: str) -> Iterator[bytes]:
     yield _closing(boundary)
 
 
+def frame_parts(frames: Iterable[tuple[bytes, str]], boundary: str) -> Iterator[bytes]:
+    """Frames as octet-stream parts, each naming the transfer syntax its bytes are in."""
+    for value, syntax in frames:
+        yield _part_header(boundary, f"{OCTET_STREAM}; transfer-syntax={syntax}", len(value))
+        yield value
+        yield b"\r\n"
+    yield _closing(boundary)
+
+
 def _part_header(boundary: str, media_type: str, length: int) -> bytes:
     return (
         f"--{boundary}\r\nContent-Type: {media_type}\r\nContent-Length: {length}\r\n\r\n"
