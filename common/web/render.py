@@ -2,13 +2,15 @@
 
 One frame at a time, windowed by the dataset's first window (else the frame's own range),
 MONOCHROME1 inverted, palette and RGB kept in colour, shrunk to at most ``max_size`` pixels
-a side. Only pixels are drawn: no header value is ever written into the picture.
+a side. Only pixels are drawn: no header value is ever written into the picture. A viewer
+may choose its own window (``VoiWindow``: linear, linear-exact or sigmoid) for ``picture``.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import numpy as np
@@ -52,6 +54,41 @@ def decode_frame(source: BinaryIO, index: int, transfer_syntax: str) -> NDArray[
 
 def png(frame: NDArray[np.generic], ds: Dataset, *, max_size: int = PREVIEW_MAX_SIZE) -> bytes:
     """One decoded frame as an 8-bit PNG: windowed by the dataset's window or min/max."""
+    buffer = io.BytesIO()
+    picture(frame, ds, max_size=max_size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class VoiWindow:
+    """A window chosen by the viewer rather than read from the file (PS3.3 C.11.2.1.2.1)."""
+
+    center: float
+    width: float
+    function: str = "LINEAR"  # VOI LUT Function: LINEAR, LINEAR_EXACT or SIGMOID
+
+    def grey_levels(self, values: NDArray[np.float64]) -> NDArray[np.uint8]:
+        """``values`` (after the modality LUT) as grey levels 0-255 through this window."""
+        center, width = self.center, self.width
+        if self.function == "SIGMOID":
+            levels = 255.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        elif self.function == "LINEAR_EXACT":
+            levels = np.clip((values - center) / width + 0.5, 0.0, 1.0) * 255.0
+        else:  # LINEAR's half-pixel offsets, as the standard writes them (width >= 1)
+            span = max(width - 1.0, 1e-9)
+            levels = np.clip((values - (center - 0.5)) / span + 0.5, 0.0, 1.0) * 255.0
+        return np.asarray(levels.round(), dtype=np.uint8)
+
+
+def picture(
+    frame: NDArray[np.generic],
+    ds: Dataset,
+    *,
+    voi: VoiWindow | None = None,
+    max_size: int = PREVIEW_MAX_SIZE,
+) -> Image.Image:
+    """One decoded frame as an 8-bit picture: a grey frame through ``voi`` when given, else
+    the dataset's first window or min/max; a colour frame as it is."""
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     if photometric == "PALETTE COLOR":
         image = Image.fromarray(to_uint8(apply_color_lut(frame, ds)), mode="RGB")
@@ -59,16 +96,18 @@ def png(frame: NDArray[np.generic], ds: Dataset, *, max_size: int = PREVIEW_MAX_
         image = Image.fromarray(to_uint8(frame[..., :3]), mode="RGB")
     else:
         values = apply_modality_lut(frame, ds).astype(np.float64)
-        low, high = window(ds, values)
-        scaled = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0) * 255.0
-        gray = scaled.round().astype(np.uint8)
+        gray = voi.grey_levels(values) if voi is not None else _first_window(ds, values)
         if photometric == "MONOCHROME1":
             gray = 255 - gray
         image = Image.fromarray(gray, mode="L")
     image.thumbnail((max_size, max_size), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return image
+
+
+def _first_window(ds: Dataset, values: NDArray[np.float64]) -> NDArray[np.uint8]:
+    low, high = window(ds, values)
+    scaled = np.clip((values - low) / max(high - low, 1e-9), 0.0, 1.0) * 255.0
+    return scaled.round().astype(np.uint8)
 
 
 def window(ds: Dataset, values: NDArray[np.float64]) -> tuple[float, float]:

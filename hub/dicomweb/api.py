@@ -1,5 +1,5 @@
 """DICOMweb over HTTP on a project's workspace, for DICOM viewers and research tools:
-QIDO-RS searches and WADO-RS retrieve, metadata and bulk data under
+QIDO-RS searches and WADO-RS retrieve, metadata, bulk data, frames and rendered images under
 ``/dicom-web/projects/{project}/`` (PS3.18).
 
 Users authenticate with their hub token (``Authorization: Bearer TOKEN``): members read
@@ -399,19 +399,26 @@ def retrieve_frames(
     storage: StorageDep,
     accept: Accept = None,
 ) -> Response:
-    """Decoded to native little endian, or as stored with ``transfer-syntax=*``."""
+    """Native little endian (cut or decoded), or the stored bitstream when asked for."""
     numbers = frames.frame_numbers(frame_list)
-    syntax = frames.frames_syntax(accept)
-    data = _instance_bytes(user, hub, session, storage, project, study, series, instance)
+    found, stored, data = _instance(user, hub, session, storage, project, study, series, instance)
+    form = frames.frame_form(accept, stored.transfer_syntax_uid)
     try:
-        found = [(f.data, f.transfer_syntax) for f in frames.frames(data, numbers, syntax)]
+        values = frames.frames(data, numbers, form)
     except FrameUnreadable as exc:  # this hub cannot decode it: as stored is what it can send
         raise NotAcceptable(f"{exc}; ask transfer-syntax=* for the frames as stored") from None
+    _audit_pixels(session, user, found, "dicomweb.frames", len(numbers))
     boundary = multipart.new_boundary()
     return Response(
-        b"".join(multipart.frame_parts(found, boundary)),
-        media_type=multipart.content_type(multipart.OCTET_STREAM, boundary),
+        b"".join(multipart.frame_parts(values, form.media_type, form.transfer_syntax, boundary)),
+        media_type=multipart.content_type(form.media_type, boundary),
     )
+
+
+Window = Annotated[
+    str | None, Query(description="center,width[,function]: linear, linear-exact or sigmoid")
+]
+Quality = Annotated[str | None, Query(description="JPEG quality, 1 to 100")]
 
 
 @router.get(INSTANCE + "/rendered", summary="WADO-RS: an instance's first frame, rendered")
@@ -425,11 +432,11 @@ def rendered_instance(
     session: SessionDep,
     storage: StorageDep,
     accept: Accept = None,
-    window: Annotated[str | None, Query(description="center,width[,linear]")] = None,
+    window: Window = None,
+    quality: Quality = None,
 ) -> Response:
-    return _rendered(
-        user, hub, session, storage, project, study, series, instance, 1, accept, window
-    )
+    rendering = _rendering(accept, window, quality)
+    return _rendered(user, hub, session, storage, project, study, series, instance, 1, rendering)
 
 
 @router.get(INSTANCE + "/frames/{frame}/rendered", summary="WADO-RS: one frame, rendered")
@@ -444,13 +451,23 @@ def rendered_frame(
     session: SessionDep,
     storage: StorageDep,
     accept: Accept = None,
-    window: Annotated[str | None, Query(description="center,width[,linear]")] = None,
+    window: Window = None,
+    quality: Quality = None,
 ) -> Response:
     numbers = frames.frame_numbers(frame)
     if len(numbers) != 1:
         raise BadQuery("frames", "one frame is rendered at a time")
+    rendering = _rendering(accept, window, quality)
     return _rendered(
-        user, hub, session, storage, project, study, series, instance, numbers[0], accept, window
+        user, hub, session, storage, project, study, series, instance, numbers[0], rendering
+    )
+
+
+def _rendering(accept: str | None, window: str | None, quality: str | None) -> frames.Rendering:
+    return frames.Rendering(
+        media_type=frames.rendered_type(accept),
+        voi=frames.window_parameter(window),
+        quality=frames.quality_parameter(quality),
     )
 
 
@@ -464,20 +481,18 @@ def _rendered(
     series: str,
     instance: str,
     number: int,
-    accept: str | None,
-    window: str | None,
+    rendering: frames.Rendering,
 ) -> Response:
-    media_type = frames.rendered_type(accept)
-    chosen = frames.window_parameter(window)
-    data = _instance_bytes(user, hub, session, storage, project, study, series, instance)
+    found, _, data = _instance(user, hub, session, storage, project, study, series, instance)
     try:
-        picture = frames.rendered(data, number, media_type, chosen)
+        picture = frames.rendered(data, number, rendering)
     except FrameUnreadable as exc:
         raise NotAcceptable(str(exc)) from None
-    return Response(picture, media_type=media_type)
+    _audit_pixels(session, user, found, "dicomweb.rendered", 1)
+    return Response(picture, media_type=rendering.media_type)
 
 
-def _instance_bytes(
+def _instance(
     user: User,
     hub: Runtime,
     session: Session,
@@ -486,7 +501,8 @@ def _instance_bytes(
     study: str,
     series: str,
     instance: str,
-) -> bytes:
+) -> tuple[Project, dicomweb.StoredInstance, bytes]:
+    """The project, the instance's index entry and its file, once the user may read them."""
     found = _workspace(user, hub, session, storage, project)
     (stored,) = dicomweb.retrieve(
         session=session, project=found, study_uid=study, series_uid=series, sop_uid=instance
@@ -494,7 +510,20 @@ def _instance_bytes(
     if not storage.exists(stored.storage_key):
         logger.error("a DICOMweb frame request found its indexed file missing from storage")
         raise MissingFromStorage(1)
-    return storage.get(stored.storage_key)
+    return found, stored, storage.get(stored.storage_key)
+
+
+def _audit_pixels(session: Session, user: User, project: Project, action: str, count: int) -> None:
+    # Pixels leave the hub a frame at a time here, so each request is one record: who,
+    # which project and how many frames, never which instance.
+    audit.record(
+        session=session,
+        actor=f"user:{user.name}",
+        action=action,
+        subject=f"project {project.name}",
+        level="instance",
+        frames=count,
+    )
 
 
 # -- the workspace ------------------------------------------------------------------------

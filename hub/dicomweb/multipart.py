@@ -53,10 +53,12 @@ def octet_parts(values: Iterable[bytes], boundary: str) -> Iterator[bytes]:
     yield _closing(boundary)
 
 
-def frame_parts(frames: Iterable[tuple[bytes, str]], boundary: str) -> Iterator[bytes]:
-    """Frames as octet-stream parts, each naming the transfer syntax its bytes are in."""
-    for value, syntax in frames:
-        yield _part_header(boundary, f"{OCTET_STREAM}; transfer-syntax={syntax}", len(value))
+def frame_parts(
+    values: Iterable[bytes], media_type: str, syntax: str, boundary: str
+) -> Iterator[bytes]:
+    """Frames as parts of ``media_type``, each naming the transfer syntax its bytes are in."""
+    for value in values:
+        yield _part_header(boundary, f"{media_type}; transfer-syntax={syntax}", len(value))
         yield value
         yield b"\r\n"
     yield _closing(boundary)

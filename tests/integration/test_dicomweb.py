@@ -1,17 +1,26 @@
 """A viewer-grade DICOMweb client against the hub: Orthanc with Debian's DICOMweb plugin,
 the hub (`havenet hub serve`) in its `DicomWeb.Servers` with a researcher's bearer token,
-searching a project's workspace (QIDO-RS) and pulling a study from it (WADO-RS). And the
-same searches on PostgreSQL, where wildcards are its regular expressions."""
+searching a project's workspace (QIDO-RS) and pulling a study from it (WADO-RS). Frames and
+rendered images fetched by `dicomweb-client` (PyPI, the Python sibling of the client OHIF
+uses), since Orthanc's plugin retrieves whole instances into its store and DCMTK has no
+DICOMweb client. And the same searches on PostgreSQL, where wildcards are its regular
+expressions."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from dicomweb_client.api import DICOMwebClient
 from fastapi.testclient import TestClient
+from PIL import Image
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from hub.db import make_engine, make_sessionmaker, migrate, transaction
 from hub.deps import Runtime
@@ -25,6 +34,7 @@ from tests.integration.peers import PeerMissing, skip_or_fail
 from tests.unit.hub.conftest import PROJECT, add_user
 from tests.unit.hub.dicomweb import test_qido as qido
 from tests.unit.hub.dicomweb.conftest import Workspace, encode, released_ct, workspace_in
+from tests.unit.hub.dicomweb.test_frames import multiframe
 
 pytestmark = pytest.mark.slow
 
@@ -145,6 +155,46 @@ def test_orthanc_without_a_token_is_refused_and_pulls_nothing(
 
     assert refused.status_code == 401  # Orthanc passes on the hub's refusal
     assert orthanc.client.get("/instances").json() == []
+
+
+def test_a_dicomweb_client_fetches_frames_and_rendered_images_from_the_hub(hub: Hub) -> None:
+    rle = multiframe(syntax=RLELossless)
+    jp2 = multiframe(syntax=JPEG2000Lossless, side=32)
+    jp2.SOPInstanceUID, jp2.InstanceNumber = "2.25.1.1.2", 2
+    token = seed(hub, [rle, jp2])
+    hub.start()
+    client = DICOMwebClient(
+        url=f"{hub.url}/dicom-web/projects/{PROJECT}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    uids = ("2.25.1", "2.25.1.1")
+
+    decoded = client.retrieve_instance_frames(
+        *uids,
+        "2.25.1.1.1",
+        [3, 1],
+        media_types=(("application/octet-stream", "1.2.840.10008.1.2.1"),),
+    )
+    as_rle = client.retrieve_instance_frames(
+        *uids, "2.25.1.1.1", [2], media_types=(("image/dicom-rle", str(RLELossless)),)
+    )
+    as_jp2 = client.retrieve_instance_frames(
+        *uids, "2.25.1.1.2", [1, 2], media_types=("image/jp2",)
+    )
+    jpeg = client.retrieve_instance_rendered(*uids, "2.25.1.1.1", media_types=("image/jpeg",))
+    png = client.retrieve_instance_frames_rendered(
+        *uids, "2.25.1.1.2", [2], media_types=("image/png",), params={"window": "300,600,linear"}
+    )
+
+    native = multiframe().PixelData
+    size = len(native) // 3
+    assert decoded == [native[2 * size :], native[:size]]
+    assert as_rle == list(generate_frames(rle.PixelData, number_of_frames=3))[1:2]
+    assert as_jp2 == list(generate_frames(jp2.PixelData, number_of_frames=3))[:2]
+    assert Image.open(io.BytesIO(jpeg)).format == "JPEG"
+    picture = Image.open(io.BytesIO(png))
+    assert (picture.format, picture.size) == ("PNG", (32, 32))
+    assert np.asarray(picture).max() > np.asarray(picture).min()
 
 
 def test_searches_match_alike_on_postgresql(postgres_database_url: str, tmp_path: Path) -> None:
