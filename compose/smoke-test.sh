@@ -13,7 +13,7 @@ healthy() {  # podman runs health checks from systemd timers; without systemd, r
     for i in $(seq 90); do $P healthcheck run "$1" >/dev/null 2>&1 && break; sleep 1; done
     echo "$1 healthy after ~${i}s: $($P inspect --format '{{.State.Health.Status}}' "$1")"
 }
-$P rm -f hv-hub hv-node >/dev/null 2>&1
+$P rm -fv hv-hub hv-node >/dev/null 2>&1
 
 echo "== a missing secret stops the start"
 $RUN --rm "havenet-hub:$TAG" 2>&1 | tail -1
@@ -40,4 +40,4 @@ sleep 3
 $P exec hv-node havenet node status --json
 $P exec hv-node havenet node federation status | tail -1
 $P exec hv-node havenet node catalogue publish | tail -1
-$P rm -f hv-hub hv-node >/dev/null
+$P rm -fv hv-hub hv-node >/dev/null
